@@ -1,0 +1,39 @@
+# `make run` and `make test` set up everything they need from the lock files, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RESTATE_SERVER := node_modules/@restatedev/restate-server/package.json
+# pip.conf on some machines adds local wheel folders whose builds do not match the locked hashes.
+PIP := $(BIN)/python -m pip --isolated --disable-pip-version-check --cert /etc/ssl/certs/ca-certificates.crt
+
+.PHONY: run test lint typecheck unit integration e2e setup lock clean
+
+run: setup
+	$(BIN)/payments up
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed $(RESTATE_SERVER)
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation --editable .
+	touch $@
+
+$(RESTATE_SERVER): package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+# Regenerate requirements.lock after changing the dependencies in pyproject.toml.
+lock: $(VENV)/.installed
+	$(PIP) install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --generate-hashes \
+		--python-version 3.11 --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) node_modules .restate-data

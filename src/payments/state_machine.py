@@ -1,0 +1,210 @@
+"""The rules of one payment id, as a table of states and events.
+
+Everything a payment id can go through is in :data:`TRANSITIONS`. The Restate handlers only load the
+stored :class:`Payment`, feed the event to :func:`run`, and store what comes back; the money moves
+through a :class:`Ledger` that they provide. Nothing here knows about Restate or HTTP, so the rules
+are unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+
+class State(enum.StrEnum):
+    """Where a payment id stands. NEW is also what an id with no stored state is."""
+
+    NEW = "NEW"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class Event(enum.StrEnum):
+    """What can happen to a payment id."""
+
+    PAY = "pay"
+    """makePayment with the body already stored for the id, or for an id that stores none."""
+    PAY_OTHER = "pay_other"
+    """makePayment with a body that differs from the one the id completed with."""
+    CANCEL = "cancel"
+    WITHDRAWN = "withdrawn"
+    """The ledger took the money that a PAY asked for."""
+    DECLINED = "declined"
+    """The ledger refused the withdrawal: not enough funds."""
+    EXPIRE = "expire"
+    """The expiry timer armed when the id first got state has fired."""
+
+
+class Effect(enum.Enum):
+    """What a transition asks the outside world to do, in order."""
+
+    WITHDRAW = enum.auto()
+    """Take the charge from its account; the ledger answers with WITHDRAWN or DECLINED."""
+    REFUND = enum.auto()
+    """Give the charge back to its account, and wait until it is in the balance."""
+    ARM_EXPIRY = enum.auto()
+    """Start the timer that returns the id to NEW after the expiry window."""
+
+
+class Outcome(enum.StrEnum):
+    """What one call did, as told to the client."""
+
+    COMPLETED = "completed"
+    REPEATED = "repeated"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+    CONFLICT = "conflict"
+    EXPIRED = "expired"
+
+    @property
+    def money_moved(self) -> bool:
+        """Whether a call with this outcome moved money."""
+        return self in (Outcome.COMPLETED, Outcome.REFUNDED)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The parameters of a makePayment: who pays, and how many cents."""
+
+    account_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """What is stored for one payment id.
+
+    ``charge`` is the charge the id completed with. A CANCELLED payment keeps it when the cancel
+    refunded it, so "was this refunded" is ``charge is not None`` and needs no flag of its own.
+    """
+
+    state: State = State.NEW
+    charge: Charge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One cell of the table: the next state, the effects on the way there, and the answer."""
+
+    next_state: State
+    effects: tuple[Effect, ...]
+    outcome: Outcome | None
+    """None only where a follow-up event (WITHDRAWN or DECLINED) gives the answer."""
+    reason: str
+
+
+S, E = State, Event
+
+TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
+    # -- NEW: nothing stored for the id (never seen, declined, or expired) --------------------------
+    (S.NEW, E.PAY): Rule(S.NEW, (Effect.WITHDRAW,), None, "charging"),
+    (S.NEW, E.PAY_OTHER): Rule(S.NEW, (Effect.WITHDRAW,), None, "charging"),
+    (S.NEW, E.WITHDRAWN): Rule(
+        S.COMPLETED, (Effect.ARM_EXPIRY,), Outcome.COMPLETED, "payment completed"
+    ),
+    (S.NEW, E.DECLINED): Rule(
+        S.NEW, (), Outcome.DECLINED, "insufficient funds; nothing was charged"
+    ),
+    (S.NEW, E.CANCEL): Rule(
+        S.CANCELLED,
+        (Effect.ARM_EXPIRY,),
+        Outcome.CANCELLED,
+        "cancelled before any payment; a later payment with this id will not be charged",
+    ),
+    (S.NEW, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "nothing to expire"),
+    # -- COMPLETED: charged exactly once --------------------------------------------------------------
+    (S.COMPLETED, E.PAY): Rule(
+        S.COMPLETED, (), Outcome.REPEATED, "already completed; not charged again"
+    ),
+    (S.COMPLETED, E.PAY_OTHER): Rule(
+        S.COMPLETED,
+        (),
+        Outcome.CONFLICT,
+        "payment id reused with different parameters (accountId or amount)",
+    ),
+    # The expiry timer armed at completion keeps running: a cancel does not start a new lifecycle.
+    (S.COMPLETED, E.CANCEL): Rule(
+        S.CANCELLED, (Effect.REFUND,), Outcome.REFUNDED, "cancelled; the payment was refunded"
+    ),
+    (S.COMPLETED, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "expired; the id is new again"),
+    # -- CANCELLED: a tombstone that wins over every later payment ------------------------------------
+    (S.CANCELLED, E.PAY): Rule(
+        S.CANCELLED, (), Outcome.CANCELLED, "payment id was cancelled; nothing was charged"
+    ),
+    (S.CANCELLED, E.PAY_OTHER): Rule(
+        S.CANCELLED, (), Outcome.CANCELLED, "payment id was cancelled; nothing was charged"
+    ),
+    (S.CANCELLED, E.CANCEL): Rule(
+        S.CANCELLED, (), Outcome.CANCELLED, "already cancelled; nothing changed"
+    ),
+    (S.CANCELLED, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "expired; the id is new again"),
+}
+"""Every (state, event) pair a payment id can meet. WITHDRAWN and DECLINED only follow a WITHDRAW,
+which only NEW asks for, so they have no row in the other states."""
+
+
+class Ledger(Protocol):
+    """Where the money of a payment moves: the handlers' side of the effects."""
+
+    async def withdraw(self, charge: Charge) -> bool:
+        """Take the charge from its account; False when the funds are insufficient."""
+        ...
+
+    async def refund(self, charge: Charge) -> None:
+        """Give the charge back to its account; return once it is in the balance."""
+        ...
+
+    def arm_expiry(self) -> None:
+        """Schedule the EXPIRE event of this payment id after the expiry window."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The result of one event: the payment to store and what to tell the client."""
+
+    payment: Payment
+    outcome: Outcome
+    reason: str
+    charge: Charge | None
+    """The charge this answer is about: the request's, or the one stored for the id."""
+
+
+def classify(payment: Payment, charge: Charge) -> Event:
+    """Tell a makePayment that repeats the stored charge from one that reuses the id."""
+    if payment.charge is None or payment.charge == charge:
+        return Event.PAY
+    return Event.PAY_OTHER
+
+
+async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | None = None) -> Step:
+    """Apply ``event`` to ``payment``, performing the effects of the table through ``ledger``.
+
+    ``charge`` is the request's charge for PAY events; other events act on the stored one.
+    """
+    charge = payment.charge or charge
+    rule = TRANSITIONS[(payment.state, event)]
+    for effect in rule.effects:
+        if charge is None:  # pragma: no cover - the table never moves money without a charge
+            raise AssertionError(f"{effect} needs a charge in state {payment.state}")
+        if effect is Effect.WITHDRAW:
+            withdrawn = await ledger.withdraw(charge)
+            follow_up = Event.WITHDRAWN if withdrawn else Event.DECLINED
+            return await run(payment, follow_up, ledger, charge)
+        if effect is Effect.REFUND:
+            await ledger.refund(charge)
+        elif effect is Effect.ARM_EXPIRY:
+            ledger.arm_expiry()
+    if rule.outcome is None:  # pragma: no cover - only rows with a WITHDRAW have no outcome
+        raise AssertionError(f"no outcome for {event} in state {payment.state}")
+    if rule.next_state is State.NEW:
+        kept = None
+    elif rule.next_state is State.COMPLETED:
+        kept = charge
+    else:
+        kept = payment.charge
+    return Step(Payment(rule.next_state, kept), rule.outcome, rule.reason, charge)
