@@ -35,14 +35,26 @@ class PaymentAnswer(pydantic.BaseModel):
     @classmethod
     def of_step(cls, payment_id: str, step: Step) -> PaymentAnswer:
         """The answer to a call that went through the state machine."""
-        outcome = step.outcome
-        return cls._of(payment_id, step.payment.state, outcome, outcome.money_moved, step.charge, step.reason)
+        return cls._of(
+            payment_id,
+            step.payment.state,
+            step.outcome.value,
+            money_moved=step.outcome.money_moved,
+            charge=step.charge,
+            reason=step.reason,
+        )
 
     @classmethod
     def of_status(cls, payment_id: str, payment: Payment) -> PaymentAnswer:
         """The answer of getStatus: the stored payment, with no money moved."""
-        reason = _STATUS_REASONS[(payment.state, payment.charge is not None)]
-        return cls._of(payment_id, payment.state, "status", False, payment.charge, reason)
+        return cls._of(
+            payment_id,
+            payment.state,
+            "status",
+            money_moved=False,
+            charge=payment.charge,
+            reason=_STATUS_REASONS[(payment.state, payment.charge is not None)],
+        )
 
     @classmethod
     def _of(
@@ -50,6 +62,7 @@ class PaymentAnswer(pydantic.BaseModel):
         payment_id: str,
         state: State,
         outcome: str,
+        *,
         money_moved: bool,
         charge: Charge | None,
         reason: str,

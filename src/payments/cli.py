@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydantic
 
-from payments.client import NotRunning, PaymentsClient, ServiceError
+from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.stack import Stack, StackError
 
@@ -50,16 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, help="where state and logs live (PAYMENTS_DATA_DIR)")
     up.add_argument("--host", help="address everything binds to (PAYMENTS_HOST)")
     for name in ("ingress", "admin", "service", "node"):
-        up.add_argument(
-            f"--{name}-port", type=int, help=f"{name} port (PAYMENTS_{name.upper()}_PORT)"
-        )
+        up.add_argument(f"--{name}-port", type=int, help=f"{name} port (PAYMENTS_{name.upper()}_PORT)")
     up.set_defaults(command=_up)
 
     def client_command(name: str, help_text: str, run: _ClientCall) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument(
-            "--ingress-port", type=int, help="ingress port of the stack (PAYMENTS_INGRESS_PORT)"
-        )
+        sub.add_argument("--ingress-port", type=int, help="ingress port of the stack (PAYMENTS_INGRESS_PORT)")
         sub.add_argument("--host", help="host of the stack (PAYMENTS_HOST)")
         sub.set_defaults(command=lambda args, settings: _call(settings, lambda c: run(c, args)))
         return sub
@@ -74,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--amount", required=True, type=int, help="amount in cents")
 
     cancel = client_command(
-        "cancel", "cancel a payment: block it, or refund it", lambda c, a: c.cancel_payment(a.payment_id)
+        "cancel",
+        "cancel a payment: block it, or refund it",
+        lambda c, a: c.cancel_payment(a.payment_id),
     )
     cancel.add_argument("payment_id", metavar="ID")
 
-    status = client_command(
-        "status", "show a payment's state", lambda c, a: c.get_status(a.payment_id)
-    )
+    status = client_command("status", "show a payment's state", lambda c, a: c.get_status(a.payment_id))
     status.add_argument("payment_id", metavar="ID")
 
     deposit = client_command(
@@ -92,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     deposit.add_argument("amount", type=int, metavar="AMOUNT", help="amount in cents")
     deposit.add_argument("--idempotency-key", help="send again with the same key to retry safely")
 
-    balance = client_command(
-        "balance", "show an account's balance", lambda c, a: c.balance(a.account_id)
-    )
+    balance = client_command("balance", "show an account's balance", lambda c, a: c.balance(a.account_id))
     balance.add_argument("account_id", metavar="ACCOUNT")
     return parser
 
@@ -102,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 _ClientCall = Callable[[PaymentsClient, argparse.Namespace], Awaitable[pydantic.BaseModel]]
 
 
-def _up(args: argparse.Namespace, settings: Settings) -> int:
+def _up(_args: argparse.Namespace, settings: Settings) -> int:
     print_welcome(settings)
     try:
         asyncio.run(Stack(settings).run())
@@ -117,6 +111,10 @@ def print_welcome(settings: Settings) -> None:
     ingress = settings.ingress_url
     # The original example's commands say localhost; curl falls back from ::1 to 127.0.0.1.
     short = f"localhost:{settings.ingress_port}" if settings.host == "127.0.0.1" else ingress
+    make_payment = (
+        f"curl -X POST {short}/payments/my-payment-id/makePayment"
+        ' -H \'content-type: application/json\' -d \'{"accountId": "abc", "amount": 100}\''
+    )
     print(
         f"""\
 Ingress:    {ingress}
@@ -124,7 +122,7 @@ Restate UI: {settings.admin_url}/ui/
 Data:       {settings.data_dir.resolve()}
 
 Try it:
-  curl -X POST {short}/payments/my-payment-id/makePayment -H 'content-type: application/json' -d '{{"accountId": "abc", "amount": 100}}'
+  {make_payment}
   curl -X POST {short}/payments/my-payment-id/cancelPayment
 """,
         flush=True,
@@ -138,7 +136,7 @@ def _call(settings: Settings, run: Callable[[PaymentsClient], Awaitable[pydantic
 
     try:
         answer = asyncio.run(call())
-    except NotRunning:
+    except NotRunningError:
         print(
             f"payments: the stack is not running at {settings.ingress_url} (start it with `make run`)",
             file=sys.stderr,

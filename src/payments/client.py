@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import httpx
 import pydantic
@@ -11,6 +14,7 @@ import pydantic
 from payments.answers import BalanceAnswer, PaymentAnswer
 
 REQUEST_TIMEOUT_SECONDS = 30.0
+T = TypeVar("T")
 
 
 class ServiceError(Exception):
@@ -22,7 +26,7 @@ class ServiceError(Exception):
         self.message = message
 
 
-class NotRunning(Exception):
+class NotRunningError(Exception):
     """Nothing answers at the ingress URL."""
 
 
@@ -53,15 +57,11 @@ class PaymentsClient:
 
     async def cancel_payment(self, payment_id: str) -> PaymentAnswer:
         """Block the payment, or refund it if it happened."""
-        return PaymentAnswer.model_validate_json(
-            await self._call(f"/payments/{payment_id}/cancelPayment")
-        )
+        return PaymentAnswer.model_validate_json(await self._call(f"/payments/{payment_id}/cancelPayment"))
 
     async def get_status(self, payment_id: str) -> PaymentAnswer:
         """The payment's state."""
-        return PaymentAnswer.model_validate_json(
-            await self._call(f"/payments/{payment_id}/getStatus")
-        )
+        return PaymentAnswer.model_validate_json(await self._call(f"/payments/{payment_id}/getStatus"))
 
     async def deposit(
         self, account_id: str, amount: int, *, idempotency_key: str | None = None
@@ -76,13 +76,11 @@ class PaymentsClient:
         """The account's balance in cents."""
         return BalanceAnswer.model_validate_json(await self._call(f"/accounts/{account_id}/balance"))
 
-    async def _call(
-        self, path: str, *, json: object = None, headers: dict[str, str] | None = None
-    ) -> bytes:
+    async def _call(self, path: str, *, json: object = None, headers: dict[str, str] | None = None) -> bytes:
         try:
             response = await self._http.post(path, json=json, headers=headers)
         except httpx.ConnectError as error:
-            raise NotRunning(f"nothing answers at {self.ingress_url}") from error
+            raise NotRunningError(f"nothing answers at {self.ingress_url}") from error
         if response.is_success:
             return response.content
         raise ServiceError(response.status_code, _error_message(response))
@@ -98,3 +96,36 @@ def _error_message(response: httpx.Response) -> str:
 
 class _RestateError(pydantic.BaseModel):
     message: str
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether sending the same call again is the right answer to ``error``.
+
+    Connection failures and 5xx answers are; a 4xx is the service's verdict and is not.
+    """
+    if isinstance(error, ServiceError):
+        return error.status >= 500
+    return isinstance(error, NotRunningError | httpx.TransportError)
+
+
+async def until_answered(
+    call: Callable[[], Awaitable[T]],
+    *,
+    deadline_seconds: float = 300.0,
+    pause_seconds: float = 0.2,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> T:
+    """Send ``call`` again after every retryable failure, until it is answered.
+
+    Safe for payments, whose id makes them idempotent, and for deposits sent with an idempotency key.
+    """
+    give_up = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return await call()
+        except (ServiceError, NotRunningError, httpx.TransportError) as error:
+            if not is_retryable(error) or time.monotonic() > give_up:
+                raise
+            if on_retry is not None:
+                on_retry(error)
+        await asyncio.sleep(pause_seconds)

@@ -51,8 +51,7 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The variables that give another process these settings."""
         return {
-            PREFIX + field.name.upper(): str(getattr(self, field.name))
-            for field in dataclasses.fields(self)
+            PREFIX + field.name.upper(): str(getattr(self, field.name)) for field in dataclasses.fields(self)
         }
 
     @property

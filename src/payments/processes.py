@@ -25,8 +25,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 async def spawn(
     argv: Sequence[str], env: Mapping[str, str], log: IO[bytes], cwd: Path | None = None
 ) -> asyncio.subprocess.Process:
-    """Start a child in its own session, so that a Ctrl-C in the terminal reaches only the
-    supervisor, which then stops the children in order."""
+    """Start a child process that dies with its parent.
+
+    It runs in its own session, so that a Ctrl-C in the terminal reaches only the supervisor, which
+    then stops the children in order.
+    """
     return await asyncio.create_subprocess_exec(
         *argv,
         env=dict(env),

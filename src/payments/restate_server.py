@@ -20,8 +20,10 @@ _PLATFORMS = {
 
 
 def binary() -> Path:
-    """The real restate-server executable; the Node wrapper in node_modules/.bin would leave it
-    running when killed."""
+    """The real restate-server executable.
+
+    Not the Node wrapper in node_modules/.bin: killing the wrapper leaves the server running.
+    """
     override = os.environ.get(BINARY_ENV)
     if override:
         return Path(override)

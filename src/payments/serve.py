@@ -24,7 +24,7 @@ def create_app() -> restate.server_types.RestateAppT:
 
 
 def hypercorn_config(host: str, port: int) -> Config:
-    """hypercorn settings for serving Restate: HTTP/2 without TLS, no access log."""
+    """Hypercorn settings for serving Restate: HTTP/2 without TLS, no access log."""
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
@@ -40,7 +40,7 @@ async def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         restate.server.install_shutdown_hook(loop, stop.set, signum)
     config = hypercorn_config(SETTINGS.host, SETTINGS.service_port)
-    await serve(create_app(), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(create_app(), config, shutdown_trigger=stop.wait)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from payments.config import Settings
 from payments.state_machine import Charge, Event, Outcome, Payment, State
 from payments.validation import (
     MAX_BALANCE,
-    InvalidInput,
+    InvalidInputError,
     parse_amount,
     parse_id,
     parse_payment_request,
@@ -27,6 +27,7 @@ from payments.validation import (
 
 PAYMENT_KEY: Final = "payment"
 BALANCE_KEY: Final = "balance"
+AnyObjectContext = restate.ObjectContext | restate.ObjectSharedContext
 _RAW: Final = BytesSerde()
 """Bodies reach the handlers as bytes so that :mod:`payments.validation` sees exactly what was sent."""
 
@@ -37,16 +38,16 @@ payments = restate.VirtualObject("payments")
 accounts = restate.VirtualObject("accounts")
 
 
-def bad_request(error: InvalidInput) -> restate.TerminalError:
+def bad_request(error: InvalidInputError) -> restate.TerminalError:
     """The 400 answer for input that breaks the rules."""
     return restate.TerminalError(str(error), status_code=400)
 
 
-def checked_key(ctx: restate.ObjectSharedContext, field: str) -> str:
+def checked_key(ctx: AnyObjectContext, field: str) -> str:
     """The object key, which Restate takes from the URL unchecked."""
     try:
         return parse_id(ctx.key(), field)
-    except InvalidInput as error:
+    except InvalidInputError as error:
         raise bad_request(error) from None
 
 
@@ -73,7 +74,7 @@ class RestateLedger:
         self._ctx.object_send(expire_token, key=self._ctx.key(), arg=None, send_delay=self._expiry)
 
 
-async def load_payment(ctx: restate.ObjectSharedContext) -> Payment:
+async def load_payment(ctx: AnyObjectContext) -> Payment:
     """The stored payment of this id; NEW when nothing is stored."""
     stored: dict[str, Any] | None = await ctx.get(PAYMENT_KEY)
     if stored is None:
@@ -97,9 +98,7 @@ def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
     )
 
 
-async def apply(
-    ctx: restate.ObjectContext, event: Event, charge: Charge | None = None
-) -> PaymentAnswer:
+async def apply(ctx: restate.ObjectContext, event: Event, charge: Charge | None = None) -> PaymentAnswer:
     """Run one event through the state machine and store the result."""
     payment = await load_payment(ctx)
     if charge is not None:
@@ -118,7 +117,7 @@ async def make_payment(ctx: restate.ObjectContext, body: bytes) -> PaymentAnswer
     checked_key(ctx, "paymentId")
     try:
         charge = parse_payment_request(body)
-    except InvalidInput as error:
+    except InvalidInputError as error:
         raise bad_request(error) from None
     return await apply(ctx, Event.PAY, charge)
 
@@ -146,7 +145,7 @@ async def expire_token(ctx: restate.ObjectContext) -> None:
 # -- accounts --------------------------------------------------------------------------------------
 
 
-async def load_balance(ctx: restate.ObjectSharedContext) -> int:
+async def load_balance(ctx: AnyObjectContext) -> int:
     """The balance in cents; an account never written to has the opening balance."""
     stored: int | None = await ctx.get(BALANCE_KEY)
     return SETTINGS.opening_balance if stored is None else stored
@@ -165,10 +164,10 @@ async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
     checked_key(ctx, "accountId")
     try:
         amount = parse_amount(body)
-    except InvalidInput as error:
+    except InvalidInputError as error:
         raise bad_request(error) from None
     if await load_balance(ctx) + amount > MAX_BALANCE:
-        raise bad_request(InvalidInput(f"amount: the balance would exceed {MAX_BALANCE} cents"))
+        raise bad_request(InvalidInputError(f"amount: the balance would exceed {MAX_BALANCE} cents"))
     return await add_to_balance(ctx, amount)
 
 
@@ -193,4 +192,3 @@ async def withdraw(ctx: restate.ObjectContext, amount: int) -> bool:
 async def refund(ctx: restate.ObjectContext, amount: int) -> BalanceAnswer:
     """Give back cents taken by a payment. Unlike deposit, never refused: the money was ours."""
     return await add_to_balance(ctx, amount)
-

@@ -175,8 +175,7 @@ class Stack:
             delay = RESTART_BACKOFF_SECONDS[min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
             child.restarts += 1
             self.say(
-                f"{child.name} died ({processes.describe_exit(returncode)}); "
-                f"restarting in {delay:.1f} s"
+                f"{child.name} died ({processes.describe_exit(returncode)}); restarting in {delay:.1f} s"
             )
             await asyncio.sleep(delay)
             if self._stopping.is_set():
@@ -210,8 +209,11 @@ class Stack:
             "node": settings.node_port,
             "service": settings.service_port,
         }
-        busy = [f"{name} port {port}" for name, port in ports.items()
-                if not processes.port_is_free(settings.host, port)]
+        busy = [
+            f"{name} port {port}"
+            for name, port in ports.items()
+            if not processes.port_is_free(settings.host, port)
+        ]
         if busy:
             raise StackError(f"already in use on {settings.host}: {', '.join(busy)}")
 
@@ -222,7 +224,5 @@ class Stack:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StackError(
-                    f"another `payments up` is using {self.settings.data_dir}"
-                ) from None
+                raise StackError(f"another `payments up` is using {self.settings.data_dir}") from None
             yield

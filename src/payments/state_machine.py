@@ -103,12 +103,8 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     # -- NEW: nothing stored for the id (never seen, declined, or expired) --------------------------
     (S.NEW, E.PAY): Rule(S.NEW, (Effect.WITHDRAW,), None, "charging"),
     (S.NEW, E.PAY_OTHER): Rule(S.NEW, (Effect.WITHDRAW,), None, "charging"),
-    (S.NEW, E.WITHDRAWN): Rule(
-        S.COMPLETED, (Effect.ARM_EXPIRY,), Outcome.COMPLETED, "payment completed"
-    ),
-    (S.NEW, E.DECLINED): Rule(
-        S.NEW, (), Outcome.DECLINED, "insufficient funds; nothing was charged"
-    ),
+    (S.NEW, E.WITHDRAWN): Rule(S.COMPLETED, (Effect.ARM_EXPIRY,), Outcome.COMPLETED, "payment completed"),
+    (S.NEW, E.DECLINED): Rule(S.NEW, (), Outcome.DECLINED, "insufficient funds; nothing was charged"),
     (S.NEW, E.CANCEL): Rule(
         S.CANCELLED,
         (Effect.ARM_EXPIRY,),
@@ -117,9 +113,7 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     ),
     (S.NEW, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "nothing to expire"),
     # -- COMPLETED: charged exactly once --------------------------------------------------------------
-    (S.COMPLETED, E.PAY): Rule(
-        S.COMPLETED, (), Outcome.REPEATED, "already completed; not charged again"
-    ),
+    (S.COMPLETED, E.PAY): Rule(S.COMPLETED, (), Outcome.REPEATED, "already completed; not charged again"),
     (S.COMPLETED, E.PAY_OTHER): Rule(
         S.COMPLETED,
         (),
@@ -138,9 +132,7 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     (S.CANCELLED, E.PAY_OTHER): Rule(
         S.CANCELLED, (), Outcome.CANCELLED, "payment id was cancelled; nothing was charged"
     ),
-    (S.CANCELLED, E.CANCEL): Rule(
-        S.CANCELLED, (), Outcome.CANCELLED, "already cancelled; nothing changed"
-    ),
+    (S.CANCELLED, E.CANCEL): Rule(S.CANCELLED, (), Outcome.CANCELLED, "already cancelled; nothing changed"),
     (S.CANCELLED, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "expired; the id is new again"),
 }
 """Every (state, event) pair a payment id can meet. WITHDRAWN and DECLINED only follow a WITHDRAW,
@@ -189,16 +181,16 @@ async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | N
     charge = payment.charge or charge
     rule = TRANSITIONS[(payment.state, event)]
     for effect in rule.effects:
-        if charge is None:  # pragma: no cover - the table never moves money without a charge
+        if effect is Effect.ARM_EXPIRY:
+            ledger.arm_expiry()
+            continue
+        if charge is None:  # pragma: no cover - the table moves money only where there is a charge
             raise AssertionError(f"{effect} needs a charge in state {payment.state}")
         if effect is Effect.WITHDRAW:
             withdrawn = await ledger.withdraw(charge)
             follow_up = Event.WITHDRAWN if withdrawn else Event.DECLINED
             return await run(payment, follow_up, ledger, charge)
-        if effect is Effect.REFUND:
-            await ledger.refund(charge)
-        elif effect is Effect.ARM_EXPIRY:
-            ledger.arm_expiry()
+        await ledger.refund(charge)
     if rule.outcome is None:  # pragma: no cover - only rows with a WITHDRAW have no outcome
         raise AssertionError(f"no outcome for {event} in state {payment.state}")
     if rule.next_state is State.NEW:

@@ -1,6 +1,6 @@
 """Strict parsing of everything a client sends: ids in the URL and JSON bodies.
 
-A request is either fully valid or rejected with :class:`InvalidInput`, whose message names the
+A request is either fully valid or rejected with :class:`InvalidInputError`, whose message names the
 offending field; a rejected request never reaches the state machine, so it changes nothing.
 """
 
@@ -35,7 +35,7 @@ Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
 """A positive number of cents, given as a JSON integer."""
 
 
-class InvalidInput(ValueError):
+class InvalidInputError(ValueError):
     """A request that breaks the input rules; the message names the field."""
 
 
@@ -61,7 +61,7 @@ def parse_id(value: str, field: str) -> str:
     try:
         return _ID_ADAPTER.validate_python(value)
     except pydantic.ValidationError as error:
-        raise InvalidInput(_describe(error, field)) from None
+        raise InvalidInputError(_describe(error, field)) from None
 
 
 def parse_payment_request(body: bytes) -> Charge:
@@ -70,7 +70,7 @@ def parse_payment_request(body: bytes) -> Charge:
     try:
         return PaymentRequest.model_validate(document).charge()
     except pydantic.ValidationError as error:
-        raise InvalidInput(_describe(error, "body")) from None
+        raise InvalidInputError(_describe(error, "body")) from None
 
 
 def parse_amount(body: bytes) -> int:
@@ -79,29 +79,27 @@ def parse_amount(body: bytes) -> int:
     try:
         return _AMOUNT_ADAPTER.validate_python(document)
     except pydantic.ValidationError as error:
-        raise InvalidInput(_describe(error, "amount")) from None
+        raise InvalidInputError(_describe(error, "amount")) from None
 
 
 def parse_json(body: bytes) -> Any:
     """Decode a UTF-8 JSON body, refusing what two JSON parsers could read differently."""
     if not body:
-        raise InvalidInput("body: a JSON body is required")
+        raise InvalidInputError("body: a JSON body is required")
     if len(body) > MAX_BODY_BYTES:
-        raise InvalidInput(f"body: larger than {MAX_BODY_BYTES} bytes")
+        raise InvalidInputError(f"body: larger than {MAX_BODY_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInput("body: not valid UTF-8") from None
+        raise InvalidInputError("body: not valid UTF-8") from None
     try:
-        document = json.loads(
-            text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant
-        )
-    except InvalidInput:
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except InvalidInputError:
         raise
     except (ValueError, RecursionError) as error:
-        raise InvalidInput(f"body: not valid JSON ({error})") from None
+        raise InvalidInputError(f"body: not valid JSON ({error})") from None
     if _depth(document) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidInputError(f"body: nested deeper than {MAX_JSON_DEPTH} levels")
     return document
 
 
@@ -109,13 +107,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for key, value in pairs:
         if key in document:
-            raise InvalidInput(f"{key}: appears more than once in one object")
+            raise InvalidInputError(f"{key}: appears more than once in one object")
         document[key] = value
     return document
 
 
 def _reject_constant(name: str) -> Any:
-    raise InvalidInput(f"body: {name} is not a JSON number")
+    raise InvalidInputError(f"body: {name} is not a JSON number")
 
 
 def _depth(document: Any) -> int:

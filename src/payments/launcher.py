@@ -1,0 +1,143 @@
+"""``payments up`` in a child process on free ports: what the tests, chaos runs and benchmarks use.
+
+The stack under test is the one users run, supervisor included, so a test that kills the service
+sees the same restart a user would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import httpx
+
+from payments.config import Settings
+from payments.processes import free_port
+
+Part = Literal["service", "restate-server"]
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+class LaunchError(RuntimeError):
+    """The stack did not come up, or did not go down, in time."""
+
+
+class LaunchedStack:
+    """A running ``payments up`` on its own ports and data directory."""
+
+    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        """Prepare a stack in ``data_dir``; ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables."""
+        self.extra_env = dict(env or {})
+        self.settings = Settings.from_env(
+            self.extra_env,
+            data_dir=data_dir,
+            ingress_port=free_port(),
+            admin_port=free_port(),
+            node_port=free_port(),
+            service_port=free_port(),
+        )
+        self.log_path = data_dir / "payments-up.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start ``payments up`` and wait until the service answers through Restate."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.extra_env, **self.settings.to_env()}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "payments.cli", "up"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait until restate-server and the service both answer."""
+        settings = self.settings
+        urls = (
+            f"{settings.admin_url}/services/payments",
+            f"{settings.ingress_url}/restate/health",
+            f"{settings.service_url}/health",
+        )
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as http:
+            while not all(_answers(http, url) for url in urls):
+                if self.process is not None and self.process.poll() is not None:
+                    raise LaunchError(f"payments up exited; see {self.log_path}:\n{self.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise LaunchError(f"stack not ready after {timeout:.0f} s:\n{self.log_tail()}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Send SIGTERM to ``payments up`` and wait until it has stopped everything."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill_everything()
+            raise LaunchError(f"payments up did not stop in time:\n{self.log_tail()}") from None
+
+    def kill_everything(self) -> None:
+        """SIGKILL the supervisor and both children: the last resort of a test that failed."""
+        for part in ("service", "restate-server"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                os.kill(self.pid(part), signal.SIGKILL)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def pid(self, part: Part) -> int:
+        """The pid of the running service or restate-server, from the supervisor's pid file."""
+        return int((self.settings.data_dir / f"{part}.pid").read_text())
+
+    def kill(self, part: Part) -> int:
+        """SIGKILL one part of the stack, as a crash would; the supervisor restarts it."""
+        pid = self.pid(part)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the supervisor's log, for error messages."""
+        with contextlib.suppress(FileNotFoundError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def child_pids(self) -> Iterator[int]:
+        """The pids in the pid files, for checking that nothing is left running."""
+        for part in ("service", "restate-server"):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                yield self.pid(part)
+
+
+def _answers(http: httpx.Client, url: str) -> bool:
+    try:
+        return http.get(url).is_success
+    except httpx.TransportError:
+        return False

@@ -1,0 +1,49 @@
+"""A real restate-server and the real service, started once per configuration for the session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from payments.admin import Admin
+from payments.client import PaymentsClient
+from payments.launcher import LaunchedStack
+
+REPLAY_ON_EVERY_SUSPENSION = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "0s"}
+"""With no inactivity timeout, an invocation suspends at every await and resumes by replaying its
+journal, so any non-determinism in a handler shows up as a failed replay."""
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param({}, id="default"), pytest.param(REPLAY_ON_EVERY_SUSPENSION, id="replay")],
+)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
+    """restate-server and the service, on free ports and a fresh data directory."""
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    with LaunchedStack(data_dir, env=request.param) as launched:
+        yield launched
+
+
+@pytest.fixture
+async def client(stack: LaunchedStack) -> AsyncIterator[PaymentsClient]:
+    """A client of the stack's ingress."""
+    async with PaymentsClient(stack.settings.ingress_url) as payments_client:
+        yield payments_client
+
+
+@pytest.fixture
+async def admin(stack: LaunchedStack) -> AsyncIterator[Admin]:
+    """A client of the stack's admin API."""
+    admin_client = Admin(stack.settings.admin_url)
+    yield admin_client
+    await admin_client.aclose()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A prefix that keeps each test's payment ids and accounts apart from the others'."""
+    return uuid.uuid4().hex[:12]
