@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -77,20 +77,7 @@ class LaunchedStack:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Wait until restate-server and the service both answer."""
-        settings = self.settings
-        urls = (
-            f"{settings.admin_url}/services/payments",
-            f"{settings.ingress_url}/restate/health",
-            f"{settings.service_url}/health",
-        )
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as http:
-            while not all(_answers(http, url) for url in urls):
-                if self.process is not None and self.process.poll() is not None:
-                    raise LaunchError(f"payments up exited; see {self.log_path}:\n{self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise LaunchError(f"stack not ready after {timeout:.0f} s:\n{self.log_tail()}")
-                time.sleep(0.1)
+        wait_ready(self.settings, self.process, self.log_path, timeout)
 
     def stop(self) -> None:
         """Send SIGTERM to ``payments up`` and wait until it has stopped everything."""
@@ -123,17 +110,38 @@ class LaunchedStack:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self) -> str:
         """The end of the supervisor's log, for error messages."""
-        with contextlib.suppress(FileNotFoundError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+        return log_tail(self.log_path)
 
-    def child_pids(self) -> Iterator[int]:
-        """The pids in the pid files, for checking that nothing is left running."""
-        for part in ("service", "restate-server"):
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                yield self.pid(part)
+
+def wait_ready(
+    settings: Settings,
+    process: subprocess.Popen[bytes] | None,
+    log_path: Path,
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> None:
+    """Wait until the stack of ``settings``, started by ``process``, answers through Restate."""
+    urls = (
+        f"{settings.admin_url}/services/payments",
+        f"{settings.ingress_url}/restate/health",
+        f"{settings.service_url}/health",
+    )
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as http:
+        while not all(_answers(http, url) for url in urls):
+            if process is not None and process.poll() is not None:
+                raise LaunchError(f"the stack exited; see {log_path}:\n{log_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise LaunchError(f"stack not ready after {timeout:.0f} s:\n{log_tail(log_path)}")
+            time.sleep(0.1)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of a log file, for error messages."""
+    with contextlib.suppress(FileNotFoundError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
 
 
 def _answers(http: httpx.Client, url: str) -> bool:

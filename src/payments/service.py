@@ -13,12 +13,11 @@ from typing import Any, Final
 import restate
 from restate.serde import BytesSerde
 
-from payments import state_machine
+from payments import balances, state_machine
 from payments.answers import BalanceAnswer, PaymentAnswer
 from payments.config import Settings
 from payments.state_machine import Charge, Event, Outcome, Payment, State
 from payments.validation import (
-    MAX_BALANCE,
     InvalidInputError,
     parse_amount,
     parse_id,
@@ -151,9 +150,8 @@ async def load_balance(ctx: AnyObjectContext) -> int:
     return SETTINGS.opening_balance if stored is None else stored
 
 
-async def add_to_balance(ctx: restate.ObjectContext, amount: int) -> BalanceAnswer:
-    """Add cents to the balance and answer the new balance."""
-    balance = await load_balance(ctx) + amount
+def store_balance(ctx: restate.ObjectContext, balance: int) -> BalanceAnswer:
+    """Store the balance and answer it."""
     ctx.set(BALANCE_KEY, balance)
     return BalanceAnswer(accountId=ctx.key(), balance=balance)
 
@@ -163,12 +161,10 @@ async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
     """Add funds. Not idempotent by itself: retrying clients send an idempotency-key header."""
     checked_key(ctx, "accountId")
     try:
-        amount = parse_amount(body)
+        balance = balances.after_deposit(await load_balance(ctx), parse_amount(body))
     except InvalidInputError as error:
         raise bad_request(error) from None
-    if await load_balance(ctx) + amount > MAX_BALANCE:
-        raise bad_request(InvalidInputError(f"amount: the balance would exceed {MAX_BALANCE} cents"))
-    return await add_to_balance(ctx, amount)
+    return store_balance(ctx, balance)
 
 
 @accounts.handler("balance", kind="shared")
@@ -181,14 +177,14 @@ async def balance(ctx: restate.ObjectSharedContext) -> BalanceAnswer:
 @accounts.handler("withdraw", ingress_private=True)
 async def withdraw(ctx: restate.ObjectContext, amount: int) -> bool:
     """Take cents from the balance unless that would overdraw it; changes nothing when declined."""
-    current = await load_balance(ctx)
-    if amount > current:
+    balance = balances.after_withdrawal(await load_balance(ctx), amount)
+    if balance is None:
         return False
-    ctx.set(BALANCE_KEY, current - amount)
+    store_balance(ctx, balance)
     return True
 
 
 @accounts.handler("refund", ingress_private=True)
 async def refund(ctx: restate.ObjectContext, amount: int) -> BalanceAnswer:
     """Give back cents taken by a payment. Unlike deposit, never refused: the money was ours."""
-    return await add_to_balance(ctx, amount)
+    return store_balance(ctx, await load_balance(ctx) + amount)

@@ -21,7 +21,9 @@ journal, so any non-determinism in a handler shows up as a failed replay."""
     scope="session",
     params=[pytest.param({}, id="default"), pytest.param(REPLAY_ON_EVERY_SUSPENSION, id="replay")],
 )
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LaunchedStack]:
     """restate-server and the service, on free ports and a fresh data directory."""
     data_dir: Path = tmp_path_factory.mktemp("stack")
     with LaunchedStack(data_dir, env=request.param) as launched:

@@ -40,9 +40,7 @@ BAD_PAYMENT_BODIES = [
     pytest.param(body(account="caf\u00e9"), "accountId", id="account-unicode"),
     pytest.param(body(account="a\u0007b"), "accountId", id="account-control"),
     pytest.param(b'{"accountId": "ACCOUNT", "amount": 1, "note": "x"}', "note", id="unknown-field"),
-    pytest.param(
-        b'{"accountId": "ACCOUNT", "amount": 1, "amount": 1000}', "amount", id="duplicate-field"
-    ),
+    pytest.param(b'{"accountId": "ACCOUNT", "amount": 1, "amount": 1000}', "amount", id="duplicate-field"),
     pytest.param(b"not json", "body", id="not-json"),
     pytest.param(b'{"accountId": "\xff", "amount": 1}', "body", id="not-utf8"),
     pytest.param(b"[1, 2]", "body", id="not-an-object"),

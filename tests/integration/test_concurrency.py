@@ -54,7 +54,5 @@ async def test_duplicated_storm_over_shared_accounts_conserves_money(
     calls += [client.cancel_payment(p) for p in cancelled]
     await asyncio.gather(*calls)
     for account in accounts:
-        charged = sum(
-            amount for p, (a, amount) in payments.items() if a == account and p not in cancelled
-        )
+        charged = sum(amount for p, (a, amount) in payments.items() if a == account and p not in cancelled)
         assert (await client.balance(account)).balance == OPENING - charged

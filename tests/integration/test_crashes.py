@@ -22,6 +22,7 @@ async def test_kill_in_the_middle_of_a_burst_charges_every_payment_exactly_once(
 ) -> None:
     amounts = {f"{unique}-p{i}": (f"{unique}-a{i % ACCOUNTS}", 1 + i) for i in range(BURST)}
     answered = 0
+    quarter_answered = asyncio.Event()
 
     async def pay(client: PaymentsClient, payment_id: str) -> str:
         nonlocal answered
@@ -29,12 +30,13 @@ async def test_kill_in_the_middle_of_a_burst_charges_every_payment_exactly_once(
         # A client that loses its connection retries with the same id, as the contract asks.
         answer = await until_answered(lambda: client.make_payment(payment_id, account, amount))
         answered += 1
+        if answered >= BURST // 4:
+            quarter_answered.set()
         return answer.outcome
 
     async with PaymentsClient(stack.settings.ingress_url, timeout=120) as client:
         burst = asyncio.gather(*(pay(client, payment_id) for payment_id in amounts))
-        while answered < BURST // 4:
-            await asyncio.sleep(0.01)
+        await quarter_answered.wait()
         killed = stack.kill(part)
         outcomes = await burst
         assert stack.pid(part) != killed

@@ -38,9 +38,7 @@ async def wait_until_new(client: PaymentsClient, payment_id: str) -> None:
     pytest.fail(f"{payment_id} did not expire")
 
 
-async def test_completed_id_expires_and_can_be_charged_again(
-    expiring: PaymentsClient, unique: str
-) -> None:
+async def test_completed_id_expires_and_can_be_charged_again(expiring: PaymentsClient, unique: str) -> None:
     assert (await expiring.make_payment(f"{unique}-p", f"{unique}-a", 40)).outcome == "completed"
     await wait_until_new(expiring, f"{unique}-p")
     assert (await expiring.make_payment(f"{unique}-p", f"{unique}-a", 40)).outcome == "completed"
@@ -53,11 +51,8 @@ async def test_cancel_tombstone_expires(expiring: PaymentsClient, unique: str) -
     assert (await expiring.make_payment(f"{unique}-p", f"{unique}-a", 40)).outcome == "completed"
 
 
-async def test_refunded_payment_expires_with_its_money_back(
-    expiring: PaymentsClient, unique: str
-) -> None:
+async def test_refunded_payment_expires_with_its_money_back(expiring: PaymentsClient, unique: str) -> None:
     await expiring.make_payment(f"{unique}-p", f"{unique}-a", 40)
     await expiring.cancel_payment(f"{unique}-p")
     await wait_until_new(expiring, f"{unique}-p")
     assert (await expiring.balance(f"{unique}-a")).balance == OPENING
-

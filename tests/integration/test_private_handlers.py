@@ -28,9 +28,7 @@ async def test_internal_handler_is_not_reachable(
     headers = {"content-type": "application/json"} if content else {}
     async with httpx.AsyncClient(base_url=stack.settings.ingress_url, timeout=30) as http:
         response = await http.post(path.format(unique=unique), content=content, headers=headers)
-        sent_async = await http.post(
-            path.format(unique=unique) + "/send", content=content, headers=headers
-        )
+        sent_async = await http.post(path.format(unique=unique) + "/send", content=content, headers=headers)
     assert response.status_code == 400, response.text
     assert "not public" in response.json()["message"]
     assert 400 <= sent_async.status_code < 500

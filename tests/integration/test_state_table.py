@@ -29,9 +29,7 @@ async def test_new_pay_withdraws_once_and_completes(client: PaymentsClient, uniq
     assert (await client.get_status(f"{unique}-p")).state == "COMPLETED"
 
 
-async def test_new_pay_without_funds_is_declined_and_stays_new(
-    client: PaymentsClient, unique: str
-) -> None:
+async def test_new_pay_without_funds_is_declined_and_stays_new(client: PaymentsClient, unique: str) -> None:
     account = f"{unique}-a"
     answer = await client.make_payment(f"{unique}-p", account, OPENING + 1)
     assert (answer.state, answer.outcome, answer.moneyMoved) == ("NEW", "declined", False)
@@ -57,9 +55,7 @@ async def test_new_cancel_leaves_a_tombstone_that_blocks_the_payment(
     assert await balance(client, f"{unique}-a") == OPENING
 
 
-async def test_completed_pay_again_answers_the_stored_result(
-    client: PaymentsClient, unique: str
-) -> None:
+async def test_completed_pay_again_answers_the_stored_result(client: PaymentsClient, unique: str) -> None:
     first = await client.make_payment(f"{unique}-p", f"{unique}-a", 100)
     again = await client.make_payment(f"{unique}-p", f"{unique}-a", 100)
     assert (again.state, again.outcome, again.moneyMoved) == ("COMPLETED", "repeated", False)
@@ -81,9 +77,7 @@ async def test_completed_pay_with_other_parameters_is_a_conflict(
     assert await balance(client, f"{unique}-b") == OPENING
 
 
-async def test_completed_cancel_refunds_once_before_answering(
-    client: PaymentsClient, unique: str
-) -> None:
+async def test_completed_cancel_refunds_once_before_answering(client: PaymentsClient, unique: str) -> None:
     await client.make_payment(f"{unique}-p", f"{unique}-a", 300)
     refunded = await client.cancel_payment(f"{unique}-p")
     assert (refunded.state, refunded.outcome, refunded.moneyMoved) == ("CANCELLED", "refunded", True)
@@ -104,9 +98,7 @@ async def test_cancelled_pay_answers_cancelled_whatever_the_body(
     assert await balance(client, f"{unique}-a") == OPENING
 
 
-async def test_expiry_is_armed_once_per_lifecycle(
-    client: PaymentsClient, admin: Admin, unique: str
-) -> None:
+async def test_expiry_is_armed_once_per_lifecycle(client: PaymentsClient, admin: Admin, unique: str) -> None:
     await client.make_payment(f"{unique}-p", f"{unique}-a", 100)
     await client.cancel_payment(f"{unique}-p")
     await client.cancel_payment(f"{unique}-p")

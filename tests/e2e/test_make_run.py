@@ -1,0 +1,123 @@
+"""`make run` as a user runs it: the two curl commands, a kill -9, Ctrl-C, and a second start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from payments.config import Settings
+from payments.launcher import wait_ready
+from payments.processes import free_port, port_is_free
+from payments.restate_server import PROJECT_ROOT
+
+MAKE_PAYMENT = [
+    "curl", "-s", "-X", "POST", "{ingress}/payments/my-payment-id/makePayment",
+    "-H", "content-type: application/json", "-d", '{"accountId": "abc", "amount": 100}',
+]  # fmt: skip
+CANCEL_PAYMENT = ["curl", "-s", "-X", "POST", "{ingress}/payments/my-payment-id/cancelPayment"]
+
+
+class MakeRun:
+    """`make run` in its own process group, as a terminal would start it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(
+            data_dir=data_dir,
+            ingress_port=free_port(),
+            admin_port=free_port(),
+            node_port=free_port(),
+            service_port=free_port(),
+        )
+        self.output = data_dir.parent / f"{data_dir.name}-make-run.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.output.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["make", "--no-print-directory", "run"],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **self.settings.to_env()},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_ready(self.settings, self.process, self.output)
+
+    def processes(self) -> list[psutil.Process]:
+        assert self.process is not None
+        make = psutil.Process(self.process.pid)
+        return [make, *make.children(recursive=True)]
+
+    def curl(self, command: list[str]) -> dict[str, object]:
+        argv = [part.replace("{ingress}", self.settings.ingress_url) for part in command]
+        answer: dict[str, object] = json.loads(subprocess.check_output(argv, timeout=60))
+        return answer
+
+    def pid(self, part: str) -> int:
+        return int((self.settings.data_dir / f"{part}.pid").read_text())
+
+    def terminate(self) -> list[psutil.Process]:
+        """SIGTERM to the process group, like Ctrl-C or a service manager; returns survivors."""
+        everything = self.processes()
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(everything, timeout=15)
+        return alive
+
+    def ports_free(self) -> bool:
+        s = self.settings
+        ports = (s.ingress_port, s.admin_port, s.node_port, s.service_port)
+        return all(port_is_free(s.host, port) for port in ports)
+
+
+@pytest.fixture
+def make_run(tmp_path: Path) -> Iterator[MakeRun]:
+    run = MakeRun(tmp_path / "data")
+    yield run
+    if run.process is not None and run.process.poll() is None:
+        for process in run.processes():
+            process.kill()
+
+
+def wait_for(condition: object, what: str, timeout: float = 60) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) -> None:
+    make_run.start()
+    printed = make_run.output.read_text()
+    assert (
+        f"curl -X POST localhost:{make_run.settings.ingress_port}/payments/my-payment-id/makePayment"
+        in printed
+    )
+    assert f"{make_run.settings.admin_url}/ui/" in printed
+
+    assert make_run.curl(MAKE_PAYMENT)["outcome"] == "completed"
+    service = make_run.pid("service")
+    os.kill(service, signal.SIGKILL)
+    wait_for(lambda: make_run.pid("service") != service, "the service to be restarted")
+    assert make_run.curl(MAKE_PAYMENT)["outcome"] == "repeated"
+
+    survivors = make_run.terminate()
+    assert survivors == []
+    assert make_run.process is not None
+    assert make_run.process.wait(10) is not None
+    wait_for(make_run.ports_free, "the ports to be free", timeout=10)
+
+    make_run.start()
+    assert make_run.curl(MAKE_PAYMENT)["outcome"] == "repeated"
+    assert make_run.curl(CANCEL_PAYMENT)["outcome"] == "refunded"
+    assert make_run.terminate() == []
