@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from payments.config import Settings
 from payments.launcher import wait_ready
 from payments.processes import free_port, port_is_free
 from payments.restate_server import PROJECT_ROOT
+from tests.helpers import wait_for
 
 MAKE_PAYMENT = [
     "curl", "-s", "-X", "POST", "{ingress}/payments/my-payment-id/makePayment",
@@ -85,15 +85,6 @@ def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     if run.process is not None and run.process.poll() is None:
         for process in run.processes():
             process.kill()
-
-
-def wait_for(condition: object, what: str, timeout: float = 60) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) -> None:
