@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "PAYMENTS_"
+MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class Settings:
     data_dir: Path = Path(".restate-data")
     expiry_seconds: float = 24 * 3600.0
     opening_balance: int = 100_000
+    identity_key: str = ""
+    """The public key whose signature the service requires; the stack derives it from its own
+    private key, so it is set for the service process and not by users."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -43,8 +47,11 @@ class Settings:
 
     def check(self) -> None:
         """Refuse settings the service cannot run with."""
-        if self.expiry_seconds <= 0:
-            raise ValueError(f"{PREFIX}EXPIRY_SECONDS must be positive, not {self.expiry_seconds}")
+        if not 0 < self.expiry_seconds <= MAX_EXPIRY_SECONDS:
+            raise ValueError(
+                f"{PREFIX}EXPIRY_SECONDS must be more than 0 and at most {MAX_EXPIRY_SECONDS},"
+                f" not {self.expiry_seconds}"
+            )
         if self.opening_balance < 0:
             raise ValueError(f"{PREFIX}OPENING_BALANCE must not be negative")
 

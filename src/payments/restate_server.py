@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -37,11 +38,12 @@ def base_dir(settings: Settings) -> Path:
     return settings.data_dir / "restate"
 
 
-def config_toml(settings: Settings) -> str:
+def config_toml(settings: Settings, signing_key: Path) -> str:
     """The configuration file of a single-node server for these settings.
 
     Values in ``RESTATE_*`` environment variables still win over it, which is how the tests turn
-    the invoker's inactivity timeout down to zero.
+    the invoker's inactivity timeout down to zero. restate-server signs its requests to the
+    service with ``signing_key``.
     """
     return f"""\
 node-name = "{NODE_NAME}"
@@ -59,6 +61,10 @@ bind-port = {settings.admin_port}
 
 [ingress]
 bind-port = {settings.ingress_port}
+request-size-limit = "64 KiB"
+
+[worker.invoker]
+request-identity-private-key-pem-file = {json.dumps(str(signing_key.resolve()))}
 """
 
 

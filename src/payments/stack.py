@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import IO
 
 import httpx
 
-from payments import processes, restate_server
+from payments import identity, processes, restate_server
 from payments.admin import Admin
 from payments.config import Settings
 
@@ -84,16 +85,20 @@ class Stack:
     """restate-server and the payment service for one set of settings."""
 
     def __init__(self, settings: Settings, say: Say = say_to_stderr) -> None:
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "logs").mkdir(exist_ok=True)
+        signing_key = data_dir / "identity" / "private.pem"
+        settings = dataclasses.replace(
+            settings, identity_key=identity.public_key(identity.ensure_private_key(signing_key))
+        )
         self.settings = settings
         self.say = say
         self.admin = Admin(settings.admin_url)
         self._http = httpx.AsyncClient(timeout=2.0)
         self._stopping = asyncio.Event()
-        data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "logs").mkdir(exist_ok=True)
         config_file = data_dir / "restate-server.toml"
-        config_file.write_text(restate_server.config_toml(settings))
+        config_file.write_text(restate_server.config_toml(settings, signing_key))
         env = {**os.environ, **settings.to_env()}
         self.server = Child(
             name="restate-server",
@@ -105,7 +110,7 @@ class Stack:
         )
         self.service = Child(
             name="service",
-            argv=[sys.executable, "-m", "payments.serve"],
+            argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.serve")],
             env=env,
             ready=self._service_ready,
             pid_file=data_dir / "service.pid",

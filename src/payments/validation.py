@@ -117,11 +117,19 @@ def _reject_constant(name: str) -> Any:
 
 
 def _depth(document: Any) -> int:
-    if isinstance(document, dict):
-        return 1 + max(map(_depth, document.values()), default=0)
-    if isinstance(document, list):
-        return 1 + max(map(_depth, document), default=0)
-    return 0
+    # Iterative: json.loads accepts nesting deeper than Python's recursion limit.
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _describe(error: pydantic.ValidationError, whole: str) -> str:

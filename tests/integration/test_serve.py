@@ -1,47 +1,95 @@
-"""The service process on its own: it serves, and SIGTERM stops it cleanly."""
+"""The service process on its own: it answers only restate-server, and SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from payments import identity
 from payments.config import Settings
 from payments.processes import free_port
 from tests.helpers import wait_for
 
+DISCOVERY = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
 
-def test_service_stops_on_sigterm_after_serving(tmp_path: Path) -> None:
+
+def start_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "payments.serve"],
+            env={**os.environ, **settings.to_env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+    key = identity.ensure_private_key(tmp_path / "private.pem")
+    settings = Settings(service_port=free_port(), data_dir=tmp_path, identity_key=identity.public_key(key))
+    process = start_service(settings, tmp_path / "service.log")
+    with httpx.Client(base_url=settings.service_url, timeout=2) as http:
+
+        def healthy() -> bool:
+            try:
+                return http.get("/health").is_success
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, "the service to answer")
+        yield process, http
+    process.kill()
+    process.wait()
+
+
+def signed_by_another_key(path: str) -> dict[str, str]:
+    """Headers shaped like restate-server's request identity, signed by a key nobody trusts."""
+
+    def encode(part: bytes) -> str:
+        return base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+
+    now = int(time.time())
+    header = encode(json.dumps({"typ": "JWT", "alg": "EdDSA"}).encode())
+    claims = encode(json.dumps({"aud": path, "iat": now, "nbf": now, "exp": now + 60}).encode())
+    signature = encode(Ed25519PrivateKey.generate().sign(f"{header}.{claims}".encode()))
+    return {"x-restate-signature-scheme": "v1", "x-restate-jwt-v1": f"{header}.{claims}.{signature}"}
+
+
+def test_service_refuses_to_start_without_an_identity_key(tmp_path: Path) -> None:
     settings = Settings(service_port=free_port(), data_dir=tmp_path)
-    log = (tmp_path / "service.log").open("wb")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "payments.serve"],
-        env={**os.environ, **settings.to_env()},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with httpx.Client(base_url=settings.service_url, timeout=2) as http:
+    process = start_service(settings, tmp_path / "service.log")
+    assert process.wait(timeout=30) == 2
+    assert "PAYMENTS_IDENTITY_KEY" in (tmp_path / "service.log").read_text()
 
-            def healthy() -> bool:
-                try:
-                    return http.get("/health").is_success
-                except httpx.TransportError:
-                    return False
 
-            wait_for(healthy, "the service to answer")
-            # Discovery is what restate-server asks first; after it the SDK owns SIGTERM.
-            discovery = http.get(
-                "/discover", headers={"accept": "application/vnd.restate.endpointmanifest.v3+json"}
-            )
-            assert discovery.is_success, discovery.text
-            assert {s["name"] for s in discovery.json()["services"]} == {"payments", "accounts"}
-        service.send_signal(signal.SIGTERM)
-        assert service.wait(timeout=10) == 0
-    finally:
-        service.kill()
-        log.close()
+@pytest.mark.parametrize("forged", [False, True], ids=["unsigned", "signed-by-another-key"])
+@pytest.mark.parametrize("path", ["/discover", "/invoke/accounts/withdraw", "/invoke/payments/makePayment"])
+def test_requests_not_signed_by_restate_are_refused(
+    service: tuple[subprocess.Popen[bytes], httpx.Client], path: str, forged: bool
+) -> None:
+    _, http = service
+    headers = {**DISCOVERY, **(signed_by_another_key(path) if forged else {})}
+    method = "GET" if path == "/discover" else "POST"
+    response = http.request(method, path, headers=headers, content=b"5")
+    assert response.status_code == 401
+
+
+def test_service_stops_on_sigterm_after_serving(
+    service: tuple[subprocess.Popen[bytes], httpx.Client],
+) -> None:
+    process, http = service
+    # Any request hands SIGTERM to the SDK's handler; ours must still stop the server.
+    assert http.get("/discover", headers=DISCOVERY).status_code == 401
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
