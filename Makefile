@@ -6,7 +6,7 @@ RESTATE_SERVER := node_modules/@restatedev/restate-server/package.json
 # pip.conf on some machines adds local wheel folders whose builds do not match the locked hashes.
 PIP := $(BIN)/python -m pip --isolated --disable-pip-version-check --cert /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run test lint typecheck unit integration e2e setup lock clean
+.PHONY: run test bench bench-quick wrk setup lock clean
 
 run: setup
 	$(BIN)/payments up
@@ -16,6 +16,17 @@ test: setup
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Benchmarks are not tests: they print numbers and write results/bench.json and results/bench.png.
+bench: setup wrk
+	$(BIN)/payments bench
+
+bench-quick: setup wrk
+	$(BIN)/payments bench --quick
+
+# wrk, the load generator, comes from Debian's packages.
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
 setup: $(VENV)/.installed $(RESTATE_SERVER)
 
@@ -32,7 +43,7 @@ $(RESTATE_SERVER): package-lock.json
 # Regenerate requirements.lock after changing the dependencies in pyproject.toml.
 lock: $(VENV)/.installed
 	$(PIP) install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --extra bench --generate-hashes \
 		--python-version 3.11 --no-header -o requirements.lock
 
 clean:

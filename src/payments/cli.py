@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pydantic
 
+from payments import bench, chaos
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
+from payments.launcher import LaunchError
 from payments.stack import Stack, StackError
 
 
@@ -90,7 +92,122 @@ def build_parser() -> argparse.ArgumentParser:
 
     balance = client_command("balance", "show an account's balance", lambda c, a: c.balance(a.account_id))
     balance.add_argument("account_id", metavar="ACCOUNT")
+    _add_chaos(commands)
+    _add_bench(commands)
     return parser
+
+
+def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``chaos`` subcommand and its options."""
+    defaults = chaos.ChaosOptions()
+    run = commands.add_parser(
+        "chaos",
+        help="storm a stack of its own with payments while killing its processes, then check it",
+        description=(
+            "Start a stack of its own (fresh data directory, free ports), send a storm of duplicated,"
+            " conflicting and cancelled payments and deposits while SIGKILLing the service and"
+            " restate-server at random, wait until it settles, and check that no money was created,"
+            " lost or moved twice. Exits 1 when an invariant is violated."
+        ),
+    )
+    run.add_argument(
+        "--duration", type=float, default=defaults.duration, help="seconds of storm (%(default)s)"
+    )
+    run.add_argument("--ids", type=int, default=defaults.ids, help="payment ids in the storm (%(default)s)")
+    run.add_argument(
+        "--accounts", type=int, default=defaults.accounts, help="accounts they charge (%(default)s)"
+    )
+    run.add_argument(
+        "--concurrency", type=int, default=defaults.concurrency, help="concurrent clients (%(default)s)"
+    )
+    run.add_argument("--seed", type=int, help="repeat the choices of an earlier run (default: random)")
+    run.add_argument("--no-kill-service", action="store_true", help="never kill the service")
+    run.add_argument("--no-kill-server", action="store_true", help="never kill restate-server")
+    run.add_argument(
+        "--kill-min",
+        type=float,
+        default=defaults.kill_min,
+        metavar="SECONDS",
+        help="shortest time a process runs after a restart before it is killed again (%(default)s)",
+    )
+    run.add_argument(
+        "--kill-max",
+        type=float,
+        default=defaults.kill_max,
+        metavar="SECONDS",
+        help="longest such time (%(default)s); each kill waits a random time between the two",
+    )
+    run.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=defaults.settle_timeout,
+        metavar="SECONDS",
+        help="how long to wait for Restate to finish its work after the storm (%(default)s)",
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        help="an empty directory for the stack's data (default: a temporary one, removed after a clean run)",
+    )
+    run.add_argument(
+        "--report",
+        type=Path,
+        default=Path("results/chaos.json"),
+        metavar="PATH",
+        help="where to write the JSON report (%(default)s)",
+    )
+    run.set_defaults(command=_chaos)
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``bench`` subcommand and its options."""
+    defaults = bench.BenchOptions()
+    run = commands.add_parser(
+        "bench",
+        help="measure payments/s and latency against a fresh stack, next to Restate's ceiling",
+        description=(
+            "Start a fresh stack and drive closed-loop makePayment load with wrk (new payment ids over"
+            " 100 accounts) at each concurrency, then the same load against a one-state-write handler"
+            " on the same restate-server. Prints a table and writes a JSON report and a plot."
+        ),
+    )
+    run.add_argument("--quick", action="store_true", help="short windows: about a minute in all")
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        metavar="N",
+        help="a concurrency to measure; repeat for several (default: 1, 16 and 64)",
+    )
+    run.add_argument("--output", type=Path, default=defaults.output, help="the JSON report (%(default)s)")
+    run.add_argument("--plot", type=Path, default=defaults.plot, help="the PNG plot (%(default)s)")
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PAYMENTS_* or RESTATE_* variable for the measured stack, for experiments",
+    )
+    run.set_defaults(command=_bench)
+
+
+def _bench(args: argparse.Namespace, _settings: Settings) -> int:
+    try:
+        env = dict(item.split("=", 1) for item in args.env)
+    except ValueError:
+        print("payments: --env takes NAME=VALUE", file=sys.stderr)
+        return 2
+    changes = {"output": args.output, "plot": args.plot, "env": env}
+    if args.concurrency:
+        changes["concurrencies"] = tuple(args.concurrency)
+    options = bench.BenchOptions.quick(**changes) if args.quick else bench.BenchOptions(**changes)
+    try:
+        bench.run(options)
+    except (bench.BenchError, LaunchError) as error:
+        print(f"payments: {error}", file=sys.stderr)
+        return 1
+    print(f"report: {options.output}" + (f", plot: {options.plot}" if options.plot else ""))
+    return 0
 
 
 _ClientCall = Callable[[PaymentsClient, argparse.Namespace], Awaitable[pydantic.BaseModel]]
@@ -102,6 +219,40 @@ def _up(_args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(Stack(settings).run())
     except StackError as error:
         print(f"payments: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
+    options = chaos.ChaosOptions(
+        duration=args.duration,
+        ids=args.ids,
+        accounts=args.accounts,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        kill_service=not args.no_kill_service,
+        kill_server=not args.no_kill_server,
+        kill_min=args.kill_min,
+        kill_max=args.kill_max,
+        settle_timeout=args.settle_timeout,
+        data_dir=args.data_dir,
+    )
+    try:
+        options.check()
+        report = chaos.run(options, progress=chaos.Progress(sys.stderr))
+    except ValueError as error:
+        print(f"payments: {error}", file=sys.stderr)
+        return 2
+    except LaunchError as error:
+        print(f"payments: the chaos run's stack failed: {error}", file=sys.stderr)
+        return 1
+    for violation in report.violations:
+        print(violation.describe())
+    print(report.table())
+    report.write(args.report)
+    print(f"report: {args.report}")
+    if not report.ok:
+        print(f"data and logs kept in {report.data_dir}")
         return 1
     return 0
 

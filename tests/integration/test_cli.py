@@ -11,7 +11,7 @@ import pytest
 from payments.launcher import LaunchedStack
 from payments.processes import free_port
 
-COMMANDS = ["up", "pay", "cancel", "status", "deposit", "balance"]
+COMMANDS = ["up", "pay", "cancel", "status", "deposit", "balance", "chaos", "bench"]
 
 
 def payments(*args: str) -> subprocess.CompletedProcess[str]:

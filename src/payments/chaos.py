@@ -1,0 +1,604 @@
+"""``payments chaos``: a storm of duplicated, conflicting and cancelled payments while processes die.
+
+A run starts its own stack (fresh data directory, free ports), plans a random script for every
+payment id and a set of deposits from one seed, plays the scripts through many concurrent clients
+while two loops SIGKILL the service and restate-server at random moments, waits until Restate has
+nothing left to run, reads every payment's status and every balance, and hands all of it to
+:func:`payments.invariants.check`. The supervisor restarts what was killed, as it would in
+production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import httpx
+
+from payments.admin import Admin, AdminError
+from payments.answers import BalanceAnswer, PaymentAnswer
+from payments.client import NotRunningError, PaymentsClient, ServiceError, until_answered
+from payments.invariants import CANCEL, DEPOSIT, PAY, Call, Request, Violation, check
+from payments.launcher import LaunchedStack, Part
+
+RETRY_DEADLINE_SECONDS: Final = 300.0
+"""How long a client keeps retrying one call, far less than the expiry window, as the README asks."""
+SCRIPT_SPREAD: Final = 0.85
+"""Scripts start in the first 85 % of the storm, so that most of them play out before it ends."""
+STEP_GAP_SECONDS: Final = (0.05, 1.5)
+BURST_SIZES: Final = (1, 1, 2, 2, 3, 4, 6, 8)
+CONFLICT_CHANCE: Final = 0.1
+PATTERNS: Final = {
+    "pay": 40,
+    "cancel-before": 15,
+    "cancel-during": 15,
+    "cancel-after": 25,
+    "cancel-only": 5,
+}
+"""How often each kind of script is drawn, in relative weights."""
+PAYMENT_AMOUNTS: Final = (1, 2000)
+DEPOSIT_AMOUNTS: Final = (100, 5000)
+DEPOSITS_PER_ID: Final = 0.25
+DUPLICATE_DEPOSIT_CHANCE: Final = 0.25
+UNSETTLED_SQL: Final = (
+    "SELECT target_service_name AS service, target_handler_name AS handler, status, count(*) AS n"
+    " FROM sys_invocation WHERE status <> 'completed'"
+    " GROUP BY target_service_name, target_handler_name, status"
+)
+PARTS: Final[tuple[Part, ...]] = ("service", "restate-server")
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosOptions:
+    """What a chaos run does; the defaults are those of ``payments chaos``."""
+
+    duration: float = 60.0
+    ids: int = 600
+    accounts: int = 10
+    concurrency: int = 64
+    seed: int | None = None
+    kill_service: bool = True
+    kill_server: bool = True
+    kill_min: float = 1.0
+    """Seconds a (re)started process runs at least before it is killed; the most is ``kill_max``."""
+    kill_max: float = 12.0
+    settle_timeout: float = 300.0
+    data_dir: Path | None = None
+    """Where the stack keeps its data; None for a fresh temporary directory, removed after a clean run."""
+
+    def check(self) -> None:
+        """Refuse options a run cannot go with, naming the option."""
+        if self.duration <= 0:
+            raise ValueError("--duration must be positive")
+        for name in ("ids", "accounts", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1")
+        if not 0 < self.kill_min <= self.kill_max:
+            raise ValueError("--kill-min must be positive and at most --kill-max")
+        if self.data_dir is not None and self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise ValueError(f"--data-dir {self.data_dir} is not empty; a chaos run needs a fresh one")
+
+    @property
+    def parts_to_kill(self) -> tuple[Part, ...]:
+        """The processes the run kills."""
+        wanted = {"service": self.kill_service, "restate-server": self.kill_server}
+        return tuple(part for part in PARTS if wanted[part])
+
+
+# -- the plan: every choice of a run, drawn from its seed -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Requests sent together, not before ``at`` seconds into the storm."""
+
+    at: float
+    requests: tuple[Request, ...]
+
+
+Script = tuple[Step, ...]
+"""Steps played one after the other: each waits until the one before is answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The scripts of a run, and the payment ids and accounts they use."""
+
+    scripts: tuple[Script, ...]
+    payment_ids: tuple[str, ...]
+    accounts: tuple[str, ...]
+
+
+def plan(options: ChaosOptions, seed: int) -> Plan:
+    """Draw a script for every payment id, and the deposits, from ``seed``."""
+    rng = random.Random(seed)  # noqa: S311 - repeatable choices, not secrets
+    accounts = tuple(f"a{index:03d}" for index in range(options.accounts))
+    payment_ids = tuple(f"p{index:05d}" for index in range(options.ids))
+    scripts = [_payment_script(rng, payment_id, accounts, options.duration) for payment_id in payment_ids]
+    for index in range(max(options.accounts, round(options.ids * DEPOSITS_PER_ID))):
+        deposit = Request(
+            DEPOSIT,
+            rng.choice(accounts),
+            amount=rng.randint(*DEPOSIT_AMOUNTS),
+            idempotency_key=f"d{index:05d}",
+        )
+        # An impatient client may send the same deposit twice at once; its key makes it count once.
+        copies = 2 if rng.random() < DUPLICATE_DEPOSIT_CHANCE else 1
+        scripts.append((Step(rng.uniform(0, options.duration), (deposit,) * copies),))
+    return Plan(tuple(scripts), payment_ids, accounts)
+
+
+def _payment_script(rng: random.Random, payment_id: str, accounts: Sequence[str], duration: float) -> Script:
+    """Bursts of makePayment, duplicated and sometimes conflicting, with a cancel before, during or after."""
+    charge = Request(PAY, payment_id, rng.choice(accounts), rng.randint(*PAYMENT_AMOUNTS))
+    conflicting = Request(PAY, payment_id, rng.choice(accounts), (charge.amount or 0) + rng.randint(1, 99))
+    cancel = Request(CANCEL, payment_id)
+
+    def burst() -> list[Request]:
+        size = rng.choice(BURST_SIZES)
+        return [conflicting if rng.random() < CONFLICT_CHANCE else charge for _ in range(size)]
+
+    def maybe(requests: list[Request]) -> list[list[Request]]:
+        return [requests] if rng.random() < 0.5 else []
+
+    pattern = rng.choices(list(PATTERNS), weights=list(PATTERNS.values()))[0]
+    groups: list[list[Request]]
+    if pattern == "pay":
+        groups = [burst(), *maybe(burst())]
+    elif pattern == "cancel-before":
+        groups = [[cancel], burst()]
+    elif pattern == "cancel-during":
+        during = burst()
+        during.insert(rng.randrange(len(during) + 1), cancel)
+        groups = [during]
+    elif pattern == "cancel-after":
+        groups = [burst(), [cancel], *maybe(burst()), *maybe([cancel])]
+    else:
+        groups = [[cancel], *maybe([cancel, cancel])]
+    at = rng.uniform(0, duration * SCRIPT_SPREAD)
+    steps = []
+    for group in groups:
+        steps.append(Step(at, tuple(group)))
+        at += rng.uniform(*STEP_GAP_SECONDS)
+    return tuple(steps)
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What a run did and found; ``violations`` empty means every invariant held."""
+
+    seed: int
+    options: ChaosOptions
+    calls: list[Call]
+    kills: dict[str, int]
+    storm_seconds: float
+    settle_seconds: float | None
+    """From the end of the storm until Restate had nothing left to run; None if it never got there."""
+    violations: list[Violation]
+    data_dir: Path
+    retries: int = 0
+    calls_by_kind: dict[str, int] = field(init=False)
+    answers_by_status: dict[str, int] = field(init=False)
+    outcomes: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.calls_by_kind = dict(Counter(call.request.kind for call in self.calls))
+        self.answers_by_status = dict(
+            Counter("none" if call.status is None else str(call.status) for call in self.calls)
+        )
+        self.outcomes = dict(
+            Counter(
+                call.answer.outcome if isinstance(call.answer, PaymentAnswer) else "deposited"
+                for call in self.calls
+                if call.answer is not None
+            )
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Whether every invariant held."""
+        return not self.violations
+
+    def table(self) -> str:
+        """The figures of the run as an aligned two-column table."""
+
+        def counts(values: Mapping[str, int]) -> str:
+            return "  ".join(f"{name} {count}" for name, count in sorted(values.items())) or "-"
+
+        options = self.options
+        storm = (
+            f"{self.storm_seconds:.1f} s, {options.ids} payment ids, {options.accounts} accounts,"
+            f" {options.concurrency} clients"
+        )
+        settle = "did not settle" if self.settle_seconds is None else f"{self.settle_seconds:.1f} s"
+        rows = [
+            ("seed", str(self.seed)),
+            ("storm", storm),
+            ("calls sent", f"{counts(self.calls_by_kind)}  (total {len(self.calls)})"),
+            ("answers by status", counts(self.answers_by_status)),
+            ("outcomes", counts(self.outcomes)),
+            ("retries", str(self.retries)),
+            ("kills", counts({part: self.kills.get(part, 0) for part in PARTS})),
+            ("time to settle", settle),
+            ("violations", str(len(self.violations))),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data: figures, options, and every violation with its calls."""
+        options = {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in asdict(self.options).items()
+        }
+        return {
+            "ok": self.ok,
+            "seed": self.seed,
+            "options": options,
+            "stormSeconds": round(self.storm_seconds, 3),
+            "settleSeconds": None if self.settle_seconds is None else round(self.settle_seconds, 3),
+            "calls": len(self.calls),
+            "callsByKind": self.calls_by_kind,
+            "answersByStatus": self.answers_by_status,
+            "outcomes": self.outcomes,
+            "retries": self.retries,
+            "kills": self.kills,
+            "dataDir": str(self.data_dir),
+            "violations": [_violation_json(violation) for violation in self.violations],
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the JSON report to ``path``, creating its directory."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _violation_json(violation: Violation) -> dict[str, Any]:
+    return {
+        "rule": violation.rule,
+        "message": violation.message,
+        "paymentId": violation.payment_id,
+        "accountId": violation.account_id,
+        "suspects": list(violation.suspects),
+        "calls": [_call_json(call) for call in violation.calls],
+    }
+
+
+def _call_json(call: Call) -> dict[str, Any]:
+    request = call.request
+    return {
+        "kind": request.kind,
+        "target": request.target,
+        "accountId": request.account_id,
+        "amount": request.amount,
+        "idempotencyKey": request.idempotency_key,
+        "sentAt": round(call.sent_at, 3),
+        "answeredAt": None if call.answered_at is None else round(call.answered_at, 3),
+        "attempts": call.attempts,
+        "status": call.status,
+        "answer": None if call.answer is None else call.answer.model_dump(mode="json"),
+        "error": call.error,
+    }
+
+
+# -- progress ----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line of progress: redrawn in place on a terminal, printed every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, *, every: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every
+        self._last = float("-inf")
+        self._drawn = False
+
+    def show(self, line: str, *, force: bool = False) -> None:
+        """Show ``line``; off a terminal, only if ``every`` seconds passed since the last one or forced."""
+        now = time.monotonic()
+        if self.tty:
+            # A line wider than the terminal wraps, and a carriage return then redraws only its end.
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write(f"\r\x1b[K{line[:width]}")
+            self._drawn = True
+        elif force or now - self._last >= self.every:
+            self.stream.write(f"{line}\n")
+            self._last = now
+        self.stream.flush()
+
+    def say(self, line: str) -> None:
+        """Print a line that stays, below any line being redrawn."""
+        self.finish()
+        self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the in-place line, so that what follows starts on a fresh one."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _bar(done: float, width: int = 24) -> str:
+    filled = round(max(0.0, min(1.0, done)) * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+def run(
+    options: ChaosOptions,
+    *,
+    stack_env: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Start a stack, storm it while killing its processes, let it settle, and check the invariants.
+
+    ``stack_env`` reaches ``payments up``, as :class:`~payments.launcher.LaunchedStack` describes.
+    """
+    options.check()
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1 << 32)
+    data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="payments-chaos-"))
+    if progress is not None:
+        progress.say(f"chaos: seed {seed}; starting a stack in {data_dir}")
+    with LaunchedStack(data_dir, env=stack_env) as stack:
+        report = asyncio.run(_Run(stack, options, seed, progress).play())
+    if options.data_dir is None and report.ok:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return report
+
+
+class _Run:
+    """One run against a started stack: the storm, the kills, the settling and the check."""
+
+    def __init__(
+        self, stack: LaunchedStack, options: ChaosOptions, seed: int, progress: Progress | None
+    ) -> None:
+        self.stack = stack
+        self.options = options
+        self.seed = seed
+        self.progress = progress
+        self.plan = plan(options, seed)
+        self.calls: list[Call] = []
+        self.in_flight = 0
+        self.retries = 0
+        self.kills: Counter[str] = Counter()
+        self.phase = "storm"
+        self.unsettled: list[dict[str, Any]] = []
+        self._started = time.monotonic()
+        self._idle: asyncio.Queue[PaymentsClient] = asyncio.Queue()
+
+    def elapsed(self) -> float:
+        """Seconds since the storm began."""
+        return time.monotonic() - self._started
+
+    async def play(self) -> Report:
+        """The whole run, from the first call to the report."""
+        admin = Admin(self.stack.settings.admin_url)
+        async with contextlib.AsyncExitStack() as cleanup:
+            cleanup.push_async_callback(admin.aclose)
+            await cleanup.enter_async_context(self._clients())
+            ticker = asyncio.create_task(self._tick())
+            cleanup.callback(self._stop_ticking, ticker)
+            storm_seconds = await self._storm()
+            self.phase = "settling"
+            await asyncio.to_thread(self.stack.wait_ready)
+            settled = await self._settle(admin)
+            settle_seconds = self.elapsed() - storm_seconds if settled else None
+            self.phase = "reading the final state"
+            statuses, balances = await self._final_state()
+            self.phase = "done"
+        violations = check(self.stack.settings.opening_balance, self.calls, statuses, balances)
+        if not settled:
+            still = "; ".join(
+                f"{row['service']}/{row['handler']} {row['status']} x{row['n']}" for row in self.unsettled
+            )
+            message = f"Restate still had work after {self.options.settle_timeout:.0f} s: {still}"
+            violations.insert(0, Violation("not-settled", message))
+        return Report(
+            seed=self.seed,
+            options=self.options,
+            calls=self.calls,
+            kills={part: self.kills[part] for part in PARTS},
+            storm_seconds=storm_seconds,
+            settle_seconds=settle_seconds,
+            violations=violations,
+            data_dir=self.stack.settings.data_dir,
+            retries=self.retries,
+        )
+
+    async def _storm(self) -> float:
+        """Play every script and kill processes until the duration is over; wait for the last answers."""
+        self._started = time.monotonic()
+        stop_killing = asyncio.Event()
+        killers = [
+            asyncio.create_task(self._kill_loop(part, stop_killing)) for part in self.options.parts_to_kill
+        ]
+        scripts = [asyncio.create_task(self._play(script)) for script in self.plan.scripts]
+        await asyncio.sleep(self.options.duration)
+        storm_seconds = self.elapsed()
+        stop_killing.set()
+        self.phase = "draining"
+        await asyncio.gather(*killers, *scripts)
+        return storm_seconds
+
+    async def _play(self, script: Script) -> None:
+        """Send each step of ``script`` at its time, once the step before it was answered."""
+        for step in script:
+            if step.at >= self.options.duration:
+                return
+            await asyncio.sleep(step.at - self.elapsed())
+            if self.elapsed() >= self.options.duration:
+                return
+            await asyncio.gather(*(self._send(request) for request in step.requests))
+
+    async def _send(self, request: Request) -> None:
+        """Send one request with a free client, retrying as a real client would, and record it."""
+        async with self._client() as client:
+            sent_at = self.elapsed()
+            attempts = 1
+
+            def retried(_error: BaseException) -> None:
+                nonlocal attempts
+                attempts += 1
+                self.retries += 1
+
+            status: int | None = None
+            answer: PaymentAnswer | BalanceAnswer | None = None
+            error: str | None = None
+            self.in_flight += 1
+            try:
+                answer = await until_answered(
+                    lambda: _send_once(client, request),
+                    deadline_seconds=RETRY_DEADLINE_SECONDS,
+                    on_retry=retried,
+                )
+                status = 200
+            except ServiceError as refused:
+                status, error = refused.status, refused.message
+            except (NotRunningError, httpx.TransportError) as failed:
+                error = f"{type(failed).__name__}: {failed}"
+            finally:
+                self.in_flight -= 1
+            answered_at = None if status is None else self.elapsed()
+            self.calls.append(Call(request, sent_at, answered_at, attempts, status, answer, error))
+
+    async def _kill_loop(self, part: Part, stop: asyncio.Event) -> None:
+        """SIGKILL ``part`` a random time after each restart, until ``stop`` is set."""
+        rng = random.Random(f"{self.seed}:{part}")  # noqa: S311 - repeatable choices, not secrets
+        killed: int | None = None
+        while not stop.is_set():
+            pid = self._pid(part)
+            if pid is None or pid == killed:
+                # The supervisor writes a new pid file when it restarts the part.
+                await _wait(stop, 0.05)
+                continue
+            if await _wait(stop, rng.uniform(self.options.kill_min, self.options.kill_max)):
+                return
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                killed = self.stack.kill(part)
+                self.kills[part] += 1
+
+    def _pid(self, part: Part) -> int | None:
+        """The pid in the part's pid file, or None while there is none."""
+        try:
+            return self.stack.pid(part)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def _settle(self, admin: Admin) -> bool:
+        """Wait until no invocation is left but the expiry timers; False after the settle timeout."""
+        deadline = time.monotonic() + self.options.settle_timeout
+        while time.monotonic() < deadline:
+            try:
+                rows = await admin.query(UNSETTLED_SQL)
+            except (AdminError, httpx.TransportError):
+                await asyncio.sleep(0.5)
+                continue
+            self.unsettled = [row for row in rows if not _is_expiry_timer(row)]
+            if not self.unsettled:
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+    async def _final_state(self) -> tuple[dict[str, PaymentAnswer], dict[str, int]]:
+        """The status of every payment id and the balance of every account, as clients read them."""
+
+        async def status(payment_id: str) -> PaymentAnswer:
+            async with self._client() as client:
+                return await until_answered(lambda: client.get_status(payment_id))
+
+        async def balance(account: str) -> int:
+            async with self._client() as client:
+                return (await until_answered(lambda: client.balance(account))).balance
+
+        ids, accounts = self.plan.payment_ids, self.plan.accounts
+        statuses = await asyncio.gather(*(status(payment_id) for payment_id in ids))
+        balances = await asyncio.gather(*(balance(account) for account in accounts))
+        return dict(zip(ids, statuses, strict=True)), dict(zip(accounts, balances, strict=True))
+
+    @contextlib.asynccontextmanager
+    async def _clients(self) -> AsyncIterator[None]:
+        """Open one client per concurrent caller; each sends one call at a time."""
+        async with contextlib.AsyncExitStack() as opened:
+            for _ in range(self.options.concurrency):
+                client = PaymentsClient(self.stack.settings.ingress_url)
+                self._idle.put_nowait(await opened.enter_async_context(client))
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[PaymentsClient]:
+        """A client nobody is using, which limits the calls in flight to the number of clients."""
+        client = await self._idle.get()
+        try:
+            yield client
+        finally:
+            self._idle.put_nowait(client)
+
+    async def _tick(self) -> None:
+        """Redraw the progress line until cancelled."""
+        if self.progress is None:
+            return
+        while True:
+            self.progress.show(self._status_line())
+            await asyncio.sleep(0.2)
+
+    def _stop_ticking(self, ticker: asyncio.Task[None]) -> None:
+        ticker.cancel()
+        if self.progress is not None:
+            self.progress.show(self._status_line(), force=True)
+            self.progress.finish()
+
+    def _status_line(self) -> str:
+        duration = self.options.duration
+        elapsed = min(self.elapsed(), duration)
+        kills = ", ".join(f"{part} {self.kills[part]}" for part in self.options.parts_to_kill) or "off"
+        head = self.phase
+        if self.phase == "storm":
+            head = f"{_bar(elapsed / duration)} {elapsed:4.0f}/{duration:.0f} s"
+        return (
+            f"{head} | calls {len(self.calls) + self.in_flight} (in flight {self.in_flight})"
+            f" | retries {self.retries} | kills {kills}"
+        )
+
+
+async def _send_once(client: PaymentsClient, request: Request) -> PaymentAnswer | BalanceAnswer:
+    """One attempt at ``request``."""
+    if request.kind == CANCEL:
+        return await client.cancel_payment(request.target)
+    if request.amount is None:
+        raise ValueError(f"{request.kind} needs an amount")
+    if request.kind == DEPOSIT:
+        return await client.deposit(request.target, request.amount, idempotency_key=request.idempotency_key)
+    if request.account_id is None:
+        raise ValueError("makePayment needs an account")
+    return await client.make_payment(request.target, request.account_id, request.amount)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``event`` is set; whether it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+def _is_expiry_timer(row: Mapping[str, Any]) -> bool:
+    """Whether a row of :data:`UNSETTLED_SQL` is only the armed expiry timers, which wait for a day."""
+    return bool(row["status"] == "scheduled" and row["handler"] == "expireToken")
