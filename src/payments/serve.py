@@ -1,4 +1,4 @@
-"""The service process: virtual objects served over HTTP/2 by hypercorn.
+"""The service process: virtual objects served over HTTP/2 by granian, inside this process's loop.
 
 Run as ``python -m payments.serve``; it stops cleanly on SIGTERM or SIGINT.
 """
@@ -12,22 +12,11 @@ from collections.abc import Sequence
 
 import restate
 import restate.server
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server
 
 from payments.config import Settings
 from payments.service import accounts, payments
-
-SHUTDOWN_GRACE_SECONDS = 2.0
-
-
-def hypercorn_config(host: str, port: int) -> Config:
-    """Hypercorn settings for serving Restate: HTTP/2 without TLS, no access log."""
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.graceful_timeout = SHUTDOWN_GRACE_SECONDS
-    return config
 
 
 async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: Settings) -> None:
@@ -37,8 +26,20 @@ async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: S
     # The SDK takes over SIGTERM on its first request; hooks installed through it are kept.
     for signum in (signal.SIGTERM, signal.SIGINT):
         restate.server.install_shutdown_hook(loop, stop.set, signum)
-    config = hypercorn_config(settings.host, settings.service_port)
-    await serve(app, config, shutdown_trigger=stop.wait)
+    # granian's HTTP/2 runs in Rust and the handlers on this loop: one process, and about a quarter
+    # less service CPU per request than hypercorn's pure-Python HTTP/2 (docs/performance.md).
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.service_port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        log_enabled=False,
+    )
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+    await serving
 
 
 def run(services: Sequence[restate.VirtualObject], name: str) -> int:
