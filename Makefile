@@ -6,10 +6,14 @@ RESTATE_SERVER := node_modules/@restatedev/restate-server/package.json
 # pip.conf on some machines adds local wheel folders whose builds do not match the locked hashes.
 PIP := $(BIN)/python -m pip --isolated --disable-pip-version-check --cert /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run test bench bench-quick wrk setup lock clean
+.PHONY: run run-cluster test bench bench-quick wrk setup lock clean
 
 run: setup
 	$(BIN)/payments up
+
+# Three restate-server nodes on loopback (ingress 8080-8082), with data of their own: docs/deployment.md.
+run-cluster: setup
+	$(BIN)/payments up --nodes 3 --data-dir .restate-cluster
 
 test: setup
 	$(BIN)/ruff check src tests
@@ -47,4 +51,4 @@ lock: $(VENV)/.installed
 		--python-version 3.11 --no-header -o requirements.lock
 
 clean:
-	rm -rf $(VENV) node_modules .restate-data
+	rm -rf $(VENV) node_modules .restate-data .restate-cluster

@@ -23,13 +23,6 @@ class Admin:
         """Close the connections."""
         await self._http.aclose()
 
-    async def healthy(self) -> bool:
-        """Whether the admin API answers its health check."""
-        try:
-            return (await self._http.get("/health")).is_success
-        except httpx.TransportError:
-            return False
-
     async def register(self, service_url: str) -> None:
         """Register (or re-register) the service's deployment; safe to repeat."""
         response = await self._http.post("/deployments", json={"uri": service_url, "force": True})

@@ -1,11 +1,12 @@
 """``payments chaos``: a storm of duplicated, conflicting and cancelled payments while processes die.
 
-A run starts its own stack (fresh data directory, free ports), plans a random script for every
-payment id and a set of deposits from one seed, plays the scripts through many concurrent clients
-while two loops SIGKILL the service and restate-server at random moments, waits until Restate has
-nothing left to run, reads every payment's status and every balance, and hands all of it to
-:func:`payments.invariants.check`. The supervisor restarts what was killed, as it would in
-production.
+A run starts its own stack (fresh data directory, free ports; one restate-server or a cluster of
+nodes), plans a random script for every payment id and a set of deposits from one seed, plays the
+scripts through many concurrent clients spread over the nodes' ingresses while two loops SIGKILL
+the service and restate-server (one node at a time, unless told otherwise) at random moments,
+waits until Restate has nothing left to run, reads every payment's status and every balance, and
+hands all of it to :func:`payments.invariants.check`. The supervisor restarts what was killed, as
+it would in production.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import httpx
 
 from payments.admin import Admin, AdminError
 from payments.answers import BalanceAnswer, PaymentAnswer
-from payments.client import NotRunningError, PaymentsClient, ServiceError, until_answered
+from payments.client import NotRunningError, PaymentsClient, ServiceError, rotated, until_answered
+from payments.config import MAX_NODES, SERVER
 from payments.invariants import CANCEL, DEPOSIT, PAY, Call, Request, Violation, check
-from payments.launcher import LaunchedStack, Part
+from payments.launcher import LaunchedStack, Part, node_ready_urls
 
 RETRY_DEADLINE_SECONDS: Final = 300.0
 """How long a client keeps retrying one call, far less than the expiry window, as the README asks."""
@@ -57,6 +59,7 @@ UNSETTLED_SQL: Final = (
     " GROUP BY target_service_name, target_handler_name, status"
 )
 PARTS: Final[tuple[Part, ...]] = ("service", "restate-server")
+_SENT, _ANSWERED = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,10 @@ class ChaosOptions:
     accounts: int = 10
     concurrency: int = 64
     seed: int | None = None
+    nodes: int = 1
+    """restate-server nodes of the stack: 1, or a cluster."""
+    max_nodes_down: int = 1
+    """How many of the nodes may be down at once; more than a minority stalls every call."""
     kill_service: bool = True
     kill_server: bool = True
     kill_min: float = 1.0
@@ -86,6 +93,10 @@ class ChaosOptions:
                 raise ValueError(f"--{name} must be at least 1")
         if not 0 < self.kill_min <= self.kill_max:
             raise ValueError("--kill-min must be positive and at most --kill-max")
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise ValueError(f"--nodes must be 1 to {MAX_NODES}")
+        if not 1 <= self.max_nodes_down <= self.nodes:
+            raise ValueError("--max-nodes-down must be at least 1 and at most --nodes")
         if self.data_dir is not None and self.data_dir.exists() and any(self.data_dir.iterdir()):
             raise ValueError(f"--data-dir {self.data_dir} is not empty; a chaos run needs a fresh one")
 
@@ -191,11 +202,22 @@ class Report:
     violations: list[Violation]
     data_dir: Path
     retries: int = 0
+    kills_by_node: dict[int, int] = field(default_factory=dict)
+    """restate-server's kills per node; empty for a single node."""
+    most_nodes_down: int = 0
+    """The most restate-server nodes that were down at once, counting each from its kill until it
+    answered again."""
     calls_by_kind: dict[str, int] = field(init=False)
     answers_by_status: dict[str, int] = field(init=False)
     outcomes: dict[str, int] = field(init=False)
+    slowest_calls: list[Call] = field(init=False)
+    """The calls that took longest from their first attempt to their answer, retries included."""
+    longest_stall_seconds: float = field(init=False)
+    """The longest time during which calls were waiting and none was answered."""
 
     def __post_init__(self) -> None:
+        self.slowest_calls = slowest_calls(self.calls)
+        self.longest_stall_seconds = longest_stall(self.calls)
         self.calls_by_kind = dict(Counter(call.request.kind for call in self.calls))
         self.answers_by_status = dict(
             Counter("none" if call.status is None else str(call.status) for call in self.calls)
@@ -224,7 +246,19 @@ class Report:
             f"{self.storm_seconds:.1f} s, {options.ids} payment ids, {options.accounts} accounts,"
             f" {options.concurrency} clients"
         )
+        kills = {part: str(self.kills.get(part, 0)) for part in PARTS}
+        if options.nodes > 1:
+            storm += f", {options.nodes} restate-server nodes"
+            by_node = ", ".join(f"node {node} {count}" for node, count in sorted(self.kills_by_node.items()))
+            kills[SERVER] += f" ({by_node})"
         settle = "did not settle" if self.settle_seconds is None else f"{self.settle_seconds:.1f} s"
+        longest_call = "-"
+        if self.slowest_calls:
+            slowest = self.slowest_calls[0]
+            longest_call = (
+                f"{_duration(slowest):.1f} s ({slowest.request.kind} {slowest.request.target},"
+                f" {slowest.attempts} attempt{'s' if slowest.attempts > 1 else ''})"
+            )
         rows = [
             ("seed", str(self.seed)),
             ("storm", storm),
@@ -232,7 +266,10 @@ class Report:
             ("answers by status", counts(self.answers_by_status)),
             ("outcomes", counts(self.outcomes)),
             ("retries", str(self.retries)),
-            ("kills", counts({part: self.kills.get(part, 0) for part in PARTS})),
+            ("kills", "  ".join(f"{part} {count}" for part, count in sorted(kills.items()))),
+            *([("nodes down at once", f"at most {self.most_nodes_down}")] if options.nodes > 1 else []),
+            ("longest stall", f"{self.longest_stall_seconds:.1f} s (calls waiting, none answered)"),
+            ("longest call", longest_call),
             ("time to settle", settle),
             ("violations", str(len(self.violations))),
         ]
@@ -257,6 +294,11 @@ class Report:
             "outcomes": self.outcomes,
             "retries": self.retries,
             "kills": self.kills,
+            "killsByNode": {str(node): count for node, count in sorted(self.kills_by_node.items())},
+            "mostNodesDown": self.most_nodes_down,
+            "longestStallSeconds": round(self.longest_stall_seconds, 3),
+            "longestCallSeconds": round(_duration(self.slowest_calls[0]), 3) if self.slowest_calls else None,
+            "slowestCalls": [_call_json(call) for call in self.slowest_calls],
             "dataDir": str(self.data_dir),
             "violations": [_violation_json(violation) for violation in self.violations],
         }
@@ -265,6 +307,43 @@ class Report:
         """Write the JSON report to ``path``, creating its directory."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def slowest_calls(calls: Sequence[Call], count: int = 5) -> list[Call]:
+    """The ``count`` answered calls that took longest from their first attempt to their answer."""
+    answered = [call for call in calls if call.answered_at is not None]
+    return sorted(answered, key=_duration, reverse=True)[:count]
+
+
+def _duration(call: Call) -> float:
+    assert call.answered_at is not None
+    return call.answered_at - call.sent_at
+
+
+def longest_stall(calls: Sequence[Call]) -> float:
+    """The longest time during which at least one call was waiting and no call was answered.
+
+    A pause in which nobody was calling is not a stall. Each stall is measured up to the answer that
+    ends it, so calls left unanswered at the end (the check reports them) add none after the last answer.
+    """
+    # A send sorts before an answer at the same moment.
+    events = sorted(
+        [(call.sent_at, _SENT) for call in calls]
+        + [(call.answered_at, _ANSWERED) for call in calls if call.answered_at is not None]
+    )
+    waiting = 0
+    since = 0.0
+    longest = 0.0
+    for at, event in events:
+        if event == _ANSWERED:
+            longest = max(longest, at - since)
+            waiting -= 1
+            since = at
+        else:
+            if waiting == 0:
+                since = at
+            waiting += 1
+    return longest
 
 
 def _violation_json(violation: Violation) -> dict[str, Any]:
@@ -358,7 +437,7 @@ def run(
     data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="payments-chaos-"))
     if progress is not None:
         progress.say(f"chaos: seed {seed}; starting a stack in {data_dir}")
-    with LaunchedStack(data_dir, env=stack_env) as stack:
+    with LaunchedStack(data_dir, env=stack_env, nodes=options.nodes) as stack:
         report = asyncio.run(_Run(stack, options, seed, progress).play())
     if options.data_dir is None and report.ok:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -379,7 +458,9 @@ class _Run:
         self.calls: list[Call] = []
         self.in_flight = 0
         self.retries = 0
-        self.kills: Counter[str] = Counter()
+        self.kills: Counter[tuple[Part, int]] = Counter()
+        """SIGKILLs by part and node (1 for the service)."""
+        self.most_nodes_down = 0
         self.phase = "storm"
         self.unsettled: list[dict[str, Any]] = []
         self._started = time.monotonic()
@@ -416,13 +497,20 @@ class _Run:
             seed=self.seed,
             options=self.options,
             calls=self.calls,
-            kills={part: self.kills[part] for part in PARTS},
+            kills={part: self._kills_of(part) for part in PARTS},
             storm_seconds=storm_seconds,
             settle_seconds=settle_seconds,
             violations=violations,
             data_dir=self.stack.settings.data_dir,
             retries=self.retries,
+            kills_by_node={node: self.kills[SERVER, node] for node in range(1, self.options.nodes + 1)}
+            if self.options.nodes > 1
+            else {},
+            most_nodes_down=self.most_nodes_down,
         )
+
+    def _kills_of(self, part: Part) -> int:
+        return sum(count for (killed, _), count in self.kills.items() if killed == part)
 
     async def _storm(self) -> float:
         """Play every script and kill processes until the duration is over; wait for the last answers."""
@@ -481,27 +569,72 @@ class _Run:
             self.calls.append(Call(request, sent_at, answered_at, attempts, status, answer, error))
 
     async def _kill_loop(self, part: Part, stop: asyncio.Event) -> None:
-        """SIGKILL ``part`` a random time after each restart, until ``stop`` is set."""
-        rng = random.Random(f"{self.seed}:{part}")  # noqa: S311 - repeatable choices, not secrets
-        killed: int | None = None
-        while not stop.is_set():
-            pid = self._pid(part)
-            if pid is None or pid == killed:
-                # The supervisor writes a new pid file when it restarts the part.
-                await _wait(stop, 0.05)
-                continue
-            if await _wait(stop, rng.uniform(self.options.kill_min, self.options.kill_max)):
-                return
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                killed = self.stack.kill(part)
-                self.kills[part] += 1
+        """SIGKILL ``part`` a random time after each (re)start, until ``stop`` is set.
 
-    def _pid(self, part: Part) -> int | None:
-        """The pid in the part's pid file, or None while there is none."""
+        Each kill picks a random node among those it may kill (restate-server's nodes; the service is
+        one), so that no more than ``max_nodes_down`` are ever down at once.
+        """
+        waits = random.Random(f"{self.seed}:{part}")  # noqa: S311 - repeatable choices, not secrets
+        picks = random.Random(f"{self.seed}:{part}:node")  # noqa: S311
+        limit = self.options.max_nodes_down if part == SERVER else 1
+        down: dict[int, int] = {}
+        """Killed nodes that do not answer yet, with the pid each was killed with."""
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while not stop.is_set():
+                if not await self._killable(http, part, down, limit):
+                    await _wait(stop, 0.05)
+                    continue
+                if await _wait(stop, waits.uniform(self.options.kill_min, self.options.kill_max)):
+                    return
+                killable = await self._killable(http, part, down, limit)  # things moved meanwhile
+                if not killable:
+                    continue
+                node = picks.choice(killable)
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                    down[node] = self.stack.kill(part, node)
+                    self.kills[part, node] += 1
+                    if part == SERVER:
+                        self.most_nodes_down = max(self.most_nodes_down, len(down))
+
+    async def _killable(
+        self, http: httpx.AsyncClient, part: Part, down: dict[int, int], limit: int
+    ) -> list[int]:
+        """The nodes of ``part`` a kill may hit now without more than ``limit`` of them down.
+
+        Forgets the nodes in ``down`` that answer again. One that was restarted and does not answer
+        yet may be killed again, during its recovery: that leaves as many nodes down as before.
+        """
+        for node, killed in list(down.items()):
+            if self._pid(part, node) not in (None, killed) and await self._answers(http, part, node):
+                del down[node]
+        restarting = [node for node, killed in down.items() if self._pid(part, node) not in (None, killed)]
+        if len(down) >= limit:
+            return restarting
+        nodes = range(1, self.options.nodes + 1) if part == SERVER else range(1, 2)
+        return [*restarting, *(node for node in nodes if node not in down)]
+
+    def _pid(self, part: Part, node: int) -> int | None:
+        """The pid in the pid file of ``node`` of ``part``, or None while there is none."""
         try:
-            return self.stack.pid(part)
+            return self.stack.pid(part, node)
         except (FileNotFoundError, ValueError):
             return None
+
+    async def _answers(self, http: httpx.AsyncClient, part: Part, node: int) -> bool:
+        """Whether ``node`` of ``part`` answers its health checks (and, a node, knows the deployment)."""
+        settings = self.stack.settings
+        urls = (
+            node_ready_urls(settings.restate_nodes[node - 1])
+            if part == SERVER
+            else [settings.service_health_url]
+        )
+        for url in urls:
+            try:
+                if not (await http.get(url)).is_success:
+                    return False
+            except httpx.TransportError:
+                return False
+        return True
 
     async def _settle(self, admin: Admin) -> bool:
         """Wait until no invocation is left but the expiry timers; False after the settle timeout."""
@@ -537,9 +670,11 @@ class _Run:
     @contextlib.asynccontextmanager
     async def _clients(self) -> AsyncIterator[None]:
         """Open one client per concurrent caller; each sends one call at a time."""
+        urls = self.stack.settings.ingress_urls
         async with contextlib.AsyncExitStack() as opened:
-            for _ in range(self.options.concurrency):
-                client = PaymentsClient(self.stack.settings.ingress_url)
+            for index in range(self.options.concurrency):
+                # Each client starts at another node's ingress, so that every node takes calls.
+                client = PaymentsClient(rotated(urls, index))
                 self._idle.put_nowait(await opened.enter_async_context(client))
             yield
 
@@ -569,7 +704,7 @@ class _Run:
     def _status_line(self) -> str:
         duration = self.options.duration
         elapsed = min(self.elapsed(), duration)
-        kills = ", ".join(f"{part} {self.kills[part]}" for part in self.options.parts_to_kill) or "off"
+        kills = ", ".join(f"{part} {self._kills_of(part)}" for part in self.options.parts_to_kill) or "off"
         head = self.phase
         if self.phase == "storm":
             head = f"{_bar(elapsed / duration)} {elapsed:4.0f}/{duration:.0f} s"

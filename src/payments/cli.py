@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import httpx
 import pydantic
 
 from payments import bench, chaos
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_port=getattr(args, "admin_port", None),
             service_port=getattr(args, "service_port", None),
             node_port=getattr(args, "node_port", None),
+            nodes=getattr(args, "nodes", None),
         )
     except ValueError as error:
         parser.error(str(error))
@@ -51,15 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data-dir", type=Path, help="where state and logs live (PAYMENTS_DATA_DIR)")
     up.add_argument("--host", help="address everything binds to (PAYMENTS_HOST)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        help="restate-server nodes: 1, or 3 for a cluster that survives the loss of one (PAYMENTS_NODES)",
+    )
     for name in ("ingress", "admin", "service", "node"):
-        up.add_argument(f"--{name}-port", type=int, help=f"{name} port (PAYMENTS_{name.upper()}_PORT)")
+        help_text = f"{name} port (PAYMENTS_{name.upper()}_PORT)"
+        if name != "service":
+            help_text += "; node N of a cluster uses this port + N - 1"
+        up.add_argument(f"--{name}-port", type=int, help=help_text)
     up.set_defaults(command=_up)
 
     def client_command(name: str, help_text: str, run: _ClientCall) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--ingress",
+            action="append",
+            metavar="URL",
+            help="an ingress URL; repeat it for the nodes of a cluster, the next one is tried when one"
+            " does not answer (default: every node's from PAYMENTS_HOST, PAYMENTS_INGRESS_PORT and"
+            " PAYMENTS_NODES)",
+        )
         sub.add_argument("--ingress-port", type=int, help="ingress port of the stack (PAYMENTS_INGRESS_PORT)")
         sub.add_argument("--host", help="host of the stack (PAYMENTS_HOST)")
-        sub.set_defaults(command=lambda args, settings: _call(settings, lambda c: run(c, args)))
+        sub.set_defaults(
+            command=lambda args, settings: _call(
+                args.ingress or settings.ingress_urls, lambda c: run(c, args)
+            )
+        )
         return sub
 
     pay = client_command(
@@ -121,8 +143,24 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--concurrency", type=int, default=defaults.concurrency, help="concurrent clients (%(default)s)"
     )
     run.add_argument("--seed", type=int, help="repeat the choices of an earlier run (default: random)")
+    run.add_argument(
+        "--nodes",
+        type=int,
+        default=defaults.nodes,
+        help="restate-server nodes of the stack; clients spread over their ingresses (%(default)s)",
+    )
+    run.add_argument(
+        "--max-nodes-down",
+        type=int,
+        default=defaults.max_nodes_down,
+        metavar="N",
+        help="how many nodes may be down at once; a node is killed only while fewer are (%(default)s)."
+        " More than a minority of the nodes stalls every call until enough are back",
+    )
     run.add_argument("--no-kill-service", action="store_true", help="never kill the service")
-    run.add_argument("--no-kill-server", action="store_true", help="never kill restate-server")
+    run.add_argument(
+        "--no-kill-server", action="store_true", help="never kill restate-server (none of its nodes)"
+    )
     run.add_argument(
         "--kill-min",
         type=float,
@@ -172,6 +210,8 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     run.add_argument("--quick", action="store_true", help="short windows: about a minute in all")
+    run.add_argument("--measure", type=float, metavar="SECONDS", help="length of each measured window")
+    run.add_argument("--warmup", type=float, metavar="SECONDS", help="length of each warm-up")
     run.add_argument(
         "--concurrency",
         type=int,
@@ -200,6 +240,10 @@ def _bench(args: argparse.Namespace, _settings: Settings) -> int:
     changes = {"output": args.output, "plot": args.plot, "env": env}
     if args.concurrency:
         changes["concurrencies"] = tuple(args.concurrency)
+    if args.measure:
+        changes["measure_seconds"] = args.measure
+    if args.warmup:
+        changes["warmup_seconds"] = args.warmup
     options = bench.BenchOptions.quick(**changes) if args.quick else bench.BenchOptions(**changes)
     try:
         bench.run(options)
@@ -230,6 +274,8 @@ def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
         accounts=args.accounts,
         concurrency=args.concurrency,
         seed=args.seed,
+        nodes=args.nodes,
+        max_nodes_down=args.max_nodes_down,
         kill_service=not args.no_kill_service,
         kill_server=not args.no_kill_server,
         kill_min=args.kill_min,
@@ -266,10 +312,19 @@ def print_welcome(settings: Settings) -> None:
         f"curl -X POST {short}/payments/my-payment-id/makePayment"
         ' -H \'content-type: application/json\' -d \'{"accountId": "abc", "amount": 100}\''
     )
+    where = f"Ingress:    {ingress}\nRestate UI: {settings.admin_url}/ui/"
+    if settings.nodes > 1:
+        where = (
+            f"Cluster:    {settings.nodes} restate-server nodes, log replication {settings.replication};"
+            f" {settings.tolerated_failures} may be down at once\n"
+            + "\n".join(
+                f"Node {node.index}:     ingress {node.ingress_url}  UI {node.admin_url}/ui/"
+                for node in settings.restate_nodes
+            )
+        )
     print(
         f"""\
-Ingress:    {ingress}
-Restate UI: {settings.admin_url}/ui/
+{where}
 Data:       {settings.data_dir.resolve()}
 
 Try it:
@@ -280,21 +335,28 @@ Try it:
     )
 
 
-def _call(settings: Settings, run: Callable[[PaymentsClient], Awaitable[pydantic.BaseModel]]) -> int:
+def _call(ingress_urls: Sequence[str], run: Callable[[PaymentsClient], Awaitable[pydantic.BaseModel]]) -> int:
     async def call() -> pydantic.BaseModel:
-        async with PaymentsClient(settings.ingress_url) as client:
+        async with PaymentsClient(ingress_urls) as client:
             return await run(client)
 
     try:
         answer = asyncio.run(call())
     except NotRunningError:
         print(
-            f"payments: the stack is not running at {settings.ingress_url} (start it with `make run`)",
+            f"payments: the stack is not running at {', '.join(ingress_urls)} (start it with `make run`)",
             file=sys.stderr,
         )
         return 1
     except ServiceError as error:
         print(f"payments: {error.status} {error.message}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as error:
+        print(
+            f"payments: the connection broke during the call ({type(error).__name__}), which may or may not"
+            " have happened; sending it again is safe for a payment id or a deposit's idempotency key",
+            file=sys.stderr,
+        )
         return 1
     print(answer.model_dump_json(indent=2))
     return 0

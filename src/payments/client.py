@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -14,6 +15,10 @@ import pydantic
 from payments.answers import BalanceAnswer, PaymentAnswer
 
 REQUEST_TIMEOUT_SECONDS = 30.0
+NOT_FOUND = 404
+READINESS_PROBES = 64
+"""Read-only calls with as many payment ids through each node: they land on every partition (4 by
+default; with 64 ids the chance that one gets none is below one in ten million)."""
 T = TypeVar("T")
 
 
@@ -27,15 +32,28 @@ class ServiceError(Exception):
 
 
 class NotRunningError(Exception):
-    """Nothing answers at the ingress URL."""
+    """Nothing answers at any of the ingress URLs."""
 
 
 class PaymentsClient:
-    """Calls the ``payments`` and ``accounts`` objects. Use it as an async context manager."""
+    """Calls the ``payments`` and ``accounts`` objects. Use it as an async context manager.
 
-    def __init__(self, ingress_url: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
-        self.ingress_url = ingress_url
-        self._http = httpx.AsyncClient(base_url=ingress_url, timeout=timeout)
+    Give it every node's ingress URL of a cluster: a call that cannot connect to one, or that one
+    does not know the service for, goes to the next at once; after a connection broken mid-call the
+    client uses the next URL from then on.
+    """
+
+    def __init__(self, ingress: str | Sequence[str], *, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+        self.ingress_urls = (ingress,) if isinstance(ingress, str) else tuple(ingress)
+        if not self.ingress_urls:
+            raise ValueError("a client needs at least one ingress URL")
+        self._current = 0
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    @property
+    def ingress_url(self) -> str:
+        """The ingress URL the next call goes to."""
+        return self.ingress_urls[self._current]
 
     async def __aenter__(self) -> Self:
         return self
@@ -77,13 +95,38 @@ class PaymentsClient:
         return BalanceAnswer.model_validate_json(await self._call(f"/accounts/{account_id}/balance"))
 
     async def _call(self, path: str, *, json: object = None, headers: dict[str, str] | None = None) -> bytes:
-        try:
-            response = await self._http.post(path, json=json, headers=headers)
-        except httpx.ConnectError as error:
-            raise NotRunningError(f"nothing answers at {self.ingress_url}") from error
-        if response.is_success:
-            return response.content
-        raise ServiceError(response.status_code, _error_message(response))
+        """Send one call; to the next ingress URL while one refuses it before anything ran."""
+        unreachable: httpx.TransportError | None = None
+        unknown: ServiceError | None = None
+        for _ in self.ingress_urls:
+            try:
+                response = await self._http.post(self.ingress_url + path, json=json, headers=headers)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                # Nothing was sent, so the next node can take the very same call.
+                unreachable = error
+                self._move_on()
+                continue
+            except httpx.TransportError:
+                # The node may have died with the call in it, and the call may have happened: sending
+                # it again is the caller's choice (`until_answered`), but not to this node.
+                self._move_on()
+                raise
+            if response.is_success:
+                return response.content
+            refused = ServiceError(response.status_code, _error_message(response))
+            if response.status_code != NOT_FOUND:
+                raise refused
+            # Every path of this client exists, so a 404 comes from a node that does not know the
+            # service (yet: a node that just restarted learns it from the others a moment later).
+            # Restate refused the call before running anything, so another node can take it.
+            unknown = refused
+            self._move_on()
+        if unknown is not None:
+            raise unknown
+        raise NotRunningError(f"nothing answers at {', '.join(self.ingress_urls)}") from unreachable
+
+    def _move_on(self) -> None:
+        self._current = (self._current + 1) % len(self.ingress_urls)
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -98,13 +141,21 @@ class _RestateError(pydantic.BaseModel):
     message: str
 
 
+def rotated(urls: Sequence[str], start: int) -> tuple[str, ...]:
+    """``urls`` beginning with the one at ``start`` (modulo their number), to spread clients over nodes."""
+    start %= len(urls)
+    return (*urls[start:], *urls[:start])
+
+
 def is_retryable(error: BaseException) -> bool:
     """Whether sending the same call again is the right answer to ``error``.
 
-    Connection failures and 5xx answers are; a 4xx is the service's verdict and is not.
+    Connection failures and 5xx answers are; a 4xx is the service's verdict and is not, except a 404:
+    every path of this client exists, and a restate-server that has just (re)started answers 404
+    for a moment, until it knows the deployment, refusing the call before running anything.
     """
     if isinstance(error, ServiceError):
-        return error.status >= 500
+        return error.status >= 500 or error.status == NOT_FOUND
     return isinstance(error, NotRunningError | httpx.TransportError)
 
 
@@ -129,3 +180,27 @@ async def until_answered(
             if on_retry is not None:
                 on_retry(error)
         await asyncio.sleep(pause_seconds)
+
+
+async def wait_until_every_partition_answers(
+    ingress_urls: Sequence[str], *, deadline_seconds: float = 300.0
+) -> None:
+    """Wait until every node's ingress answers a getStatus for each of many payment ids.
+
+    A cluster's ingresses answer their health check before each partition has a leader, which takes
+    seconds after a cold start, and before they know a deployment just registered (a 404 meanwhile).
+    The probes store nothing.
+    """
+    async with contextlib.AsyncExitStack() as opened:
+        # One client per node and no failover: each node's ingress must answer for itself.
+        clients = [await opened.enter_async_context(PaymentsClient(url)) for url in ingress_urls]
+
+        async def probe(client: PaymentsClient, index: int) -> None:
+            await until_answered(
+                lambda: client.get_status(f"readiness-probe-{index}"),
+                deadline_seconds=deadline_seconds,
+            )
+
+        await asyncio.gather(
+            *(probe(client, index) for client in clients for index in range(READINESS_PROBES))
+        )

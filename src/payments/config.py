@@ -11,9 +11,53 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
+MAX_NODES = 9
+SERVER: Final = "restate-server"
+"""The name of restate-server's pid, log and config files, and of its part in the launcher and chaos."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One restate-server of the stack: its number (from 1) and its ports.
+
+    Node ``index`` listens on each base port of the settings plus ``index - 1``.
+    """
+
+    index: int
+    clustered: bool
+    host: str
+    ingress_port: int
+    admin_port: int
+    node_port: int
+
+    @property
+    def label(self) -> str:
+        """Its pid, log and config files' name: ``restate-server``, or ``restate-server-2`` in a cluster."""
+        return f"{SERVER}-{self.index}" if self.clustered else SERVER
+
+    @property
+    def ingress_url(self) -> str:
+        """Where clients send their calls to this node."""
+        return f"http://{self.host}:{self.ingress_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """This node's admin API, which also serves the web UI under ``/ui/``."""
+        return f"http://{self.host}:{self.admin_port}"
+
+    @property
+    def address(self) -> str:
+        """Where the other nodes reach this one (Restate's advertised address)."""
+        return f"http://{self.host}:{self.node_port}/"
+
+    @property
+    def health_urls(self) -> tuple[str, str]:
+        """The URLs that answer once the node serves its admin API and its ingress."""
+        return (f"{self.admin_url}/health", f"{self.ingress_url}/restate/health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +65,9 @@ class Settings:
     """Everything that can be configured, one field per ``PAYMENTS_<FIELD>`` variable."""
 
     host: str = "127.0.0.1"
+    nodes: int = 1
+    """restate-server processes on this machine: 1, or a cluster whose log is replicated (3 to survive
+    the loss of one)."""
     ingress_port: int = 8080
     admin_port: int = 9070
     node_port: int = 5122
@@ -54,6 +101,17 @@ class Settings:
             )
         if self.opening_balance < 0:
             raise ValueError(f"{PREFIX}OPENING_BALANCE must not be negative")
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise ValueError(f"{PREFIX}NODES must be 1 to {MAX_NODES}, not {self.nodes}")
+        ports = [self.service_port]
+        for node in self.restate_nodes:
+            ports += [node.ingress_port, node.admin_port, node.node_port]
+        if len(set(ports)) != len(ports) or not all(0 < port < 65536 for port in ports):
+            raise ValueError(
+                f"the ports must be distinct and at most 65535: {PREFIX}INGRESS_PORT, {PREFIX}ADMIN_PORT"
+                f" and {PREFIX}NODE_PORT each give {self.nodes} consecutive port(s), one per node,"
+                f" beside {PREFIX}SERVICE_PORT; got {sorted(ports)}"
+            )
 
     def to_env(self) -> dict[str, str]:
         """The variables that give another process these settings."""
@@ -62,19 +120,58 @@ class Settings:
         }
 
     @property
+    def restate_nodes(self) -> tuple[Node, ...]:
+        """The restate-server processes, node 1 first."""
+        return tuple(
+            Node(
+                index=index,
+                clustered=self.nodes > 1,
+                host=self.host,
+                ingress_port=self.ingress_port + index - 1,
+                admin_port=self.admin_port + index - 1,
+                node_port=self.node_port + index - 1,
+            )
+            for index in range(1, self.nodes + 1)
+        )
+
+    @property
+    def replication(self) -> int:
+        """On how many nodes the log keeps each record: a majority, like the metadata store's quorum."""
+        return self.nodes // 2 + 1
+
+    @property
+    def tolerated_failures(self) -> int:
+        """How many nodes can be down at once while the stack still answers."""
+        return (self.nodes - 1) // 2
+
+    @property
     def ingress_url(self) -> str:
-        """Where clients send their calls."""
+        """Where clients send their calls: node 1's ingress."""
         return f"http://{self.host}:{self.ingress_port}"
 
     @property
+    def ingress_urls(self) -> tuple[str, ...]:
+        """Every node's ingress; a client that cannot reach one moves to the next."""
+        return tuple(node.ingress_url for node in self.restate_nodes)
+
+    @property
     def admin_url(self) -> str:
-        """Restate's admin API, which also serves the web UI under ``/ui/``."""
+        """Restate's admin API on node 1, which also serves the web UI under ``/ui/``."""
         return f"http://{self.host}:{self.admin_port}"
+
+    def pid_file(self, label: str) -> Path:
+        """Where the supervisor records the pid of the process named ``label``, for users and tests."""
+        return self.data_dir / f"{label}.pid"
 
     @property
     def service_url(self) -> str:
         """Where restate-server reaches the Python service."""
         return f"http://{self.host}:{self.service_port}"
+
+    @property
+    def service_health_url(self) -> str:
+        """The URL that answers once the service serves."""
+        return f"{self.service_url}/health"
 
 
 def _convert(name: str, kind: object, raw: str) -> object:

@@ -6,6 +6,8 @@ sees the same restart a user would.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -19,8 +21,9 @@ from typing import Literal, Self
 
 import httpx
 
-from payments.config import Settings
-from payments.processes import free_port
+from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
+from payments.config import SERVER, Node, Settings
+from payments.processes import free_port_block
 
 Part = Literal["service", "restate-server"]
 READY_TIMEOUT_SECONDS = 90.0
@@ -34,16 +37,21 @@ class LaunchError(RuntimeError):
 class LaunchedStack:
     """A running ``payments up`` on its own ports and data directory."""
 
-    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
-        """Prepare a stack in ``data_dir``; ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables."""
+    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, nodes: int = 1) -> None:
+        """Prepare a stack of ``nodes`` restate-server nodes in ``data_dir``.
+
+        ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables.
+        """
         self.extra_env = dict(env or {})
+        taken: set[int] = set()
         self.settings = Settings.from_env(
             self.extra_env,
             data_dir=data_dir,
-            ingress_port=free_port(),
-            admin_port=free_port(),
-            node_port=free_port(),
-            service_port=free_port(),
+            nodes=nodes,
+            ingress_port=free_port_block(nodes, taken),
+            admin_port=free_port_block(nodes, taken),
+            node_port=free_port_block(nodes, taken),
+            service_port=free_port_block(1, taken),
         )
         self.log_path = data_dir / "payments-up.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -66,14 +74,20 @@ class LaunchedStack:
         env = {**os.environ, **self.extra_env, **self.settings.to_env()}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "payments.cli", "up"],
+                [sys.executable, "-m", "payments.cli", "up", "--nodes", str(self.settings.nodes)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # The context manager's exit does not run when entering fails: stop what did start.
+            with contextlib.suppress(LaunchError):
+                self.stop()
+            raise
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Wait until restate-server and the service both answer."""
@@ -92,21 +106,25 @@ class LaunchedStack:
             raise LaunchError(f"payments up did not stop in time:\n{self.log_tail()}") from None
 
     def kill_everything(self) -> None:
-        """SIGKILL the supervisor and both children: the last resort of a test that failed."""
-        for part in ("service", "restate-server"):
+        """SIGKILL the supervisor and its children: the last resort of a test that failed."""
+        for label in ("service", *(node.label for node in self.settings.restate_nodes)):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                os.kill(self.pid(part), signal.SIGKILL)
+                os.kill(int(self.settings.pid_file(label).read_text()), signal.SIGKILL)
         if self.process is not None:
             self.process.kill()
             self.process.wait()
 
-    def pid(self, part: Part) -> int:
-        """The pid of the running service or restate-server, from the supervisor's pid file."""
-        return int((self.settings.data_dir / f"{part}.pid").read_text())
+    def label(self, part: Part, node: int = 1) -> str:
+        """The name of the service's, or of restate-server ``node``'s, pid and log files."""
+        return self.settings.restate_nodes[node - 1].label if part == SERVER else part
 
-    def kill(self, part: Part) -> int:
-        """SIGKILL one part of the stack, as a crash would; the supervisor restarts it."""
-        pid = self.pid(part)
+    def pid(self, part: Part, node: int = 1) -> int:
+        """The pid of the running service or restate-server ``node``, from the supervisor's pid file."""
+        return int(self.settings.pid_file(self.label(part, node)).read_text())
+
+    def kill(self, part: Part, node: int = 1) -> int:
+        """SIGKILL the service or restate-server ``node``, as a crash would; the supervisor restarts it."""
+        pid = self.pid(part, node)
         os.kill(pid, signal.SIGKILL)
         return pid
 
@@ -121,12 +139,10 @@ def wait_ready(
     log_path: Path,
     timeout: float = READY_TIMEOUT_SECONDS,
 ) -> None:
-    """Wait until the stack of ``settings``, started by ``process``, answers through Restate."""
-    urls = (
-        f"{settings.admin_url}/services/payments",
-        f"{settings.ingress_url}/restate/health",
-        f"{settings.service_url}/health",
-    )
+    """Wait until every node of the stack of ``settings``, started by ``process``, answers through Restate."""
+    urls = [settings.service_health_url]
+    for node in settings.restate_nodes:
+        urls += node_ready_urls(node)
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as http:
         while not all(_answers(http, url) for url in urls):
@@ -135,6 +151,24 @@ def wait_ready(
             if time.monotonic() > deadline:
                 raise LaunchError(f"stack not ready after {timeout:.0f} s:\n{log_tail(log_path)}")
             time.sleep(0.1)
+    if settings.nodes > 1:
+        probe = wait_until_every_partition_answers(
+            settings.ingress_urls, deadline_seconds=max(1.0, deadline - time.monotonic())
+        )
+        try:
+            # In a thread of its own, so that this blocking function works inside an event loop too.
+            with concurrent.futures.ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, probe).result()
+        except (ServiceError, NotRunningError, httpx.TransportError) as error:
+            raise LaunchError(f"the partitions did not answer ({error}):\n{log_tail(log_path)}") from error
+
+
+def node_ready_urls(node: Node) -> list[str]:
+    """What answers once restate-server ``node`` serves and its admin API knows the deployment.
+
+    A node that has just (re)started learns the deployment from the others a moment later.
+    """
+    return [*node.health_urls, f"{node.admin_url}/services/payments"]
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -71,6 +71,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_port_block(count: int, taken: set[int], host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive free TCP ports, none of them in ``taken``, which gets them all."""
+    while True:
+        first = free_port(host)
+        block = set(range(first, first + count))
+        if first + count <= 65536 and not block & taken and all(_can_bind(host, port) for port in block):
+            taken |= block
+            return first
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def describe_exit(returncode: int) -> str:
     """'exit code 3' or 'signal SIGKILL', for a process that has ended."""
     if returncode < 0:

@@ -7,11 +7,13 @@ import os
 import platform
 from pathlib import Path
 
-from payments.config import Settings
+from payments.config import Node, Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BINARY_ENV = "PAYMENTS_RESTATE_SERVER_BIN"
 NODE_NAME = "payments-node"
+CLUSTER_NAME = "payments-cluster"
+PARTITIONS = 4
 _PLATFORMS = {
     ("Linux", "x86_64"): "linux-x64",
     ("Linux", "aarch64"): "linux-arm64",
@@ -33,48 +35,84 @@ def binary() -> Path:
     return path / "restate-server"
 
 
-def base_dir(settings: Settings) -> Path:
-    """Where restate-server keeps its log, state and metadata."""
-    return settings.data_dir / "restate"
+def base_dir(settings: Settings, node: Node | None = None) -> Path:
+    """Where restate-server ``node`` (by default the first) keeps its log, state and metadata."""
+    node = node or settings.restate_nodes[0]
+    return settings.data_dir / (f"restate-{node.index}" if node.clustered else "restate")
 
 
-def config_toml(settings: Settings, signing_key: Path) -> str:
-    """The configuration file of a single-node server for these settings.
+def node_name(node: Node) -> str:
+    """The node's name in Restate's metadata; a single node keeps the name its data was created with."""
+    return f"{NODE_NAME}-{node.index}" if node.clustered else NODE_NAME
+
+
+def config_toml(settings: Settings, signing_key: Path, node: Node | None = None) -> str:
+    """The configuration file of restate-server ``node`` (by default the first) for these settings.
 
     Values in ``RESTATE_*`` environment variables still win over it, which is how the tests turn
     the invoker's inactivity timeout down to zero. restate-server signs its requests to the
-    service with ``signing_key``.
+    service with ``signing_key``. The nodes of a cluster differ only in their name, ports and
+    whether they provision it.
     """
+    node = node or settings.restate_nodes[0]
+    cluster = cluster_bifrost = cluster_tables = ""
+    if node.clustered:
+        peers = ", ".join(f'"{peer.address}"' for peer in settings.restate_nodes)
+        # Only node 1 provisions: nodes that all auto-provision each become a one-node cluster.
+        cluster = f"""\
+cluster-name = "{CLUSTER_NAME}"
+auto-provision = {"true" if node.index == 1 else "false"}
+default-replication = {settings.replication}
+"""
+        cluster_bifrost = 'default-provider = "replicated"\n'
+        cluster_tables = f"""
+[metadata-client]
+addresses = [{peers}]
+"""
     return f"""\
-node-name = "{NODE_NAME}"
-listen-mode = "tcp"
+node-name = "{node_name(node)}"
+{cluster}listen-mode = "tcp"
 bind-ip = "{settings.host}"
-bind-port = {settings.node_port}
-advertised-address = "http://{settings.host}:{settings.node_port}/"
+bind-port = {node.node_port}
+advertised-address = "{node.address}"
 disable-telemetry = true
 shutdown-timeout = "5s"
 log-format = "compact"
 log-disable-ansi-codes = true
+# Sized for a small machine (docs/performance.md): fewer partitions batch more per log write, and a
+# completed invocation's journal is not kept (idempotency keys keep their own retention).
+default-num-partitions = {PARTITIONS}
+default-journal-retention = "0s"
+# Memory bounds: with the defaults restate-server grows past 900 MiB under load. RocksDB's caches
+# and memtables are shared by every partition, the log and the metadata store.
+rocksdb-total-memory-size = "256 MiB"
 
 [admin]
-bind-port = {settings.admin_port}
+bind-port = {node.admin_port}
+
+[admin.query-engine]
+memory-size = "64 MiB"
 
 [ingress]
-bind-port = {settings.ingress_port}
+bind-port = {node.ingress_port}
 request-size-limit = "64 KiB"
+
+[bifrost]
+{cluster_bifrost}record-cache-memory-size = "32 MiB"
 
 [worker.invoker]
 request-identity-private-key-pem-file = {json.dumps(str(signing_key.resolve()))}
-"""
+memory-limit = "256 MiB"
+{cluster_tables}"""
 
 
-def argv(settings: Settings, config_file: Path) -> list[str]:
-    """The command line that starts the server."""
+def argv(settings: Settings, config_file: Path, node: Node | None = None) -> list[str]:
+    """The command line that starts restate-server ``node`` (by default the first)."""
     return [
         str(binary()),
         "--no-logo",
         "--config-file",
         str(config_file),
         "--base-dir",
-        str(base_dir(settings)),
+        str(base_dir(settings, node)),
     ]

@@ -1,7 +1,8 @@
 """The supervisor behind ``payments up``: restate-server and the service, kept running together.
 
-It starts restate-server, waits until it is healthy, starts the service, registers the deployment,
-and then restarts whichever of the two dies, until SIGINT or SIGTERM stops both.
+It starts restate-server (one, or every node of a cluster at once), waits until it is healthy,
+starts the service, registers the deployment, and then restarts whichever process dies, until
+SIGINT or SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import signal
 import sys
 import time
@@ -22,8 +24,9 @@ from typing import IO
 import httpx
 
 from payments import identity, processes, restate_server
-from payments.admin import Admin
-from payments.config import Settings
+from payments.admin import Admin, AdminError
+from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
+from payments.config import Node, Settings
 
 STOP_GRACE_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 60.0
@@ -82,7 +85,7 @@ class Child:
 
 
 class Stack:
-    """restate-server and the payment service for one set of settings."""
+    """restate-server (one or a cluster of nodes) and the payment service for one set of settings."""
 
     def __init__(self, settings: Settings, say: Say = say_to_stderr) -> None:
         data_dir = settings.data_dir
@@ -94,27 +97,38 @@ class Stack:
         )
         self.settings = settings
         self.say = say
-        self.admin = Admin(settings.admin_url)
         self._http = httpx.AsyncClient(timeout=2.0)
         self._stopping = asyncio.Event()
-        config_file = data_dir / "restate-server.toml"
-        config_file.write_text(restate_server.config_toml(settings, signing_key))
         env = {**os.environ, **settings.to_env()}
-        self.server = Child(
-            name="restate-server",
-            argv=restate_server.argv(settings, config_file),
-            env=env,
-            ready=self._server_ready,
-            pid_file=data_dir / "restate-server.pid",
-            log=(data_dir / "logs" / "restate-server.log").open("ab"),
-        )
+        self.servers = [self._server(node, signing_key, env) for node in settings.restate_nodes]
         self.service = Child(
             name="service",
             argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.serve")],
             env=env,
             ready=self._service_ready,
-            pid_file=data_dir / "service.pid",
+            pid_file=settings.pid_file("service"),
             log=(data_dir / "logs" / "service.log").open("ab"),
+        )
+
+    def _server(self, node: Node, signing_key: Path, env: dict[str, str]) -> Child:
+        """The child that runs restate-server ``node``, with its config file written."""
+        data_dir = self.settings.data_dir
+        config_file = data_dir / f"{node.label}.toml"
+        config_file.write_text(restate_server.config_toml(self.settings, signing_key, node))
+
+        async def ready() -> bool:
+            for url in node.health_urls:
+                if not await self._answers(url):
+                    return False
+            return True
+
+        return Child(
+            name=node.label,
+            argv=restate_server.argv(self.settings, config_file, node),
+            env=env,
+            ready=ready,
+            pid_file=self.settings.pid_file(node.label),
+            log=(data_dir / "logs" / f"{node.label}.log").open("ab"),
         )
 
     async def run(self) -> None:
@@ -131,15 +145,30 @@ class Stack:
             await self.stop()
 
     async def start(self) -> None:
-        """Start restate-server, then the service, then register the deployment."""
+        """Start restate-server's nodes, then the service, then register the deployment."""
         settings = self.settings
+        check_data_layout(settings)
         self._check_ports()
-        self.say(f"starting restate-server {restate_server.binary()}")
-        await self.server.start()
+        if settings.nodes == 1:
+            self.say(f"starting restate-server {restate_server.binary()}")
+        else:
+            self.say(
+                f"starting {settings.nodes} restate-server nodes (replication {settings.replication})"
+                f" {restate_server.binary()}"
+            )
+        # Together: a cluster's nodes wait for each other (its log needs `replication` of them).
+        await asyncio.gather(*(server.start() for server in self.servers))
         self.say(f"starting the service on {settings.service_url}")
         await self.service.start()
-        await self.admin.register(settings.service_url)
+        await self._register()
         self.say(f"registered the deployment {settings.service_url}")
+        if settings.nodes > 1:
+            # A single node leads its partitions at once; a cluster elects their leaders first.
+            self.say("waiting until every partition has a leader")
+            try:
+                await wait_until_every_partition_answers(settings.ingress_urls)
+            except (ServiceError, NotRunningError, httpx.TransportError) as error:
+                raise StackError(f"the partitions did not answer: {error}") from error
 
     async def supervise(self) -> None:
         """Restart whichever child dies, until the stack is asked to stop."""
@@ -154,19 +183,33 @@ class Stack:
                 task.cancel()
 
     async def stop(self) -> None:
-        """Stop the service, then restate-server; SIGKILL what does not stop in time."""
+        """Stop the service, then restate-server's nodes; SIGKILL what does not stop in time."""
         self._stopping.set()
         await self.service.stop()
-        await self.server.stop()
+        await asyncio.gather(*(server.stop() for server in self.servers))
         for child in self.children:
             child.log.close()
-        await self.admin.aclose()
         await self._http.aclose()
 
     @property
-    def children(self) -> tuple[Child, Child]:
+    def children(self) -> tuple[Child, ...]:
         """The supervised processes, in start order."""
-        return (self.server, self.service)
+        return (*self.servers, self.service)
+
+    async def _register(self) -> None:
+        """Register the service through the first node whose admin API takes it: any node will do."""
+        failures = []
+        for node in self.settings.restate_nodes:
+            admin = Admin(node.admin_url)
+            try:
+                await admin.register(self.settings.service_url)
+            except (AdminError, httpx.TransportError) as error:
+                failures.append(f"{node.label}: {error!r}")
+            else:
+                return
+            finally:
+                await admin.aclose()
+        raise StackError(f"no node registered the deployment: {'; '.join(failures)}")
 
     async def _watch(self, child: Child) -> None:
         while True:
@@ -193,12 +236,8 @@ class Stack:
                 continue
             self.say(f"{child.name} is back (pid {child.process.pid})")
 
-    async def _server_ready(self) -> bool:
-        ingress = f"{self.settings.ingress_url}/restate/health"
-        return await self.admin.healthy() and await self._answers(ingress)
-
     async def _service_ready(self) -> bool:
-        return await self._answers(f"{self.settings.service_url}/health")
+        return await self._answers(self.settings.service_health_url)
 
     async def _answers(self, url: str) -> bool:
         try:
@@ -208,12 +247,14 @@ class Stack:
 
     def _check_ports(self) -> None:
         settings = self.settings
-        ports = {
-            "ingress": settings.ingress_port,
-            "admin": settings.admin_port,
-            "node": settings.node_port,
-            "service": settings.service_port,
-        }
+        ports = {"service": settings.service_port}
+        for node in settings.restate_nodes:
+            prefix = f"{node.label} " if node.clustered else ""
+            ports |= {
+                f"{prefix}ingress": node.ingress_port,
+                f"{prefix}admin": node.admin_port,
+                f"{prefix}node": node.node_port,
+            }
         busy = [
             f"{name} port {port}"
             for name, port in ports.items()
@@ -231,3 +272,24 @@ class Stack:
             except BlockingIOError:
                 raise StackError(f"another `payments up` is using {self.settings.data_dir}") from None
             yield
+
+
+_BASE_DIR = re.compile(r"restate(-[0-9]+)?")
+"""The names :func:`payments.restate_server.base_dir` gives a node's directory."""
+
+
+def check_data_layout(settings: Settings) -> None:
+    """Refuse a data directory that holds Restate data of another number of nodes.
+
+    The stack would start an empty Restate beside it and forget every payment id, so a retried
+    payment would be charged again.
+    """
+    data_dir = settings.data_dir
+    expected = {restate_server.base_dir(settings, node).name for node in settings.restate_nodes}
+    found = {path.name for path in data_dir.iterdir() if path.is_dir() and _BASE_DIR.fullmatch(path.name)}
+    if found - expected:
+        raise StackError(
+            f"{data_dir} holds the data of a Restate with other nodes ({', '.join(sorted(found))});"
+            f" {settings.nodes} node(s) would start empty beside it and forget every payment."
+            " Use another --data-dir, or the --nodes it was created with"
+        )

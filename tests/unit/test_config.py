@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payments.config import MAX_EXPIRY_SECONDS, PREFIX, Settings
+from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, PREFIX, Settings
 
 DEFAULTS: dict[str, object] = {
     "host": "127.0.0.1",
+    "nodes": 1,
     "ingress_port": 8080,
     "admin_port": 9070,
     "node_port": 5122,
@@ -40,6 +41,7 @@ def test_defaults() -> None:
     ("variable", "raw", "field", "value"),
     [
         ("PAYMENTS_HOST", "0.0.0.0", "host", "0.0.0.0"),
+        ("PAYMENTS_NODES", "3", "nodes", 3),
         ("PAYMENTS_INGRESS_PORT", "18080", "ingress_port", 18080),
         ("PAYMENTS_ADMIN_PORT", "19070", "admin_port", 19070),
         ("PAYMENTS_NODE_PORT", "15122", "node_port", 15122),
@@ -85,6 +87,9 @@ def test_overrides_win_over_the_environment_unless_none() -> None:
         ("PAYMENTS_EXPIRY_SECONDS", "-1"),
         ("PAYMENTS_OPENING_BALANCE", "-1"),
         ("PAYMENTS_OPENING_BALANCE", "1.5"),
+        ("PAYMENTS_NODES", "0"),
+        ("PAYMENTS_NODES", str(MAX_NODES + 1)),
+        ("PAYMENTS_NODES", "three"),
     ],
     ids=lambda value: value or "empty",
 )
@@ -112,18 +117,79 @@ def test_to_env_names_every_field() -> None:
     assert set(Settings().to_env()) == names
 
 
-@given(
-    settings=st.builds(
-        Settings,
-        host=st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True),
-        ingress_port=st.integers(1, 65535),
-        admin_port=st.integers(1, 65535),
-        node_port=st.integers(1, 65535),
-        service_port=st.integers(1, 65535),
-        data_dir=st.from_regex(r"/?[a-z0-9_\-]{1,8}(/[a-z0-9_.\-]{1,8}){0,3}", fullmatch=True).map(Path),
-        expiry_seconds=st.floats(min_value=1e-3, max_value=MAX_EXPIRY_SECONDS),
-        opening_balance=st.integers(0, 2**53 - 1),
+@st.composite
+def valid_settings(draw: st.DrawFn) -> Settings:
+    # Ports on distinct multiples of 10, so that no node's port meets another's (at most 9 nodes).
+    ports = draw(
+        st.lists(st.integers(1, 6553).map(lambda n: n * 10 - 9), min_size=4, max_size=4, unique=True)
     )
-)
+    return Settings(
+        host=draw(st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True)),
+        nodes=draw(st.integers(1, MAX_NODES)),
+        ingress_port=ports[0],
+        admin_port=ports[1],
+        node_port=ports[2],
+        service_port=ports[3],
+        data_dir=draw(
+            st.from_regex(r"/?[a-z0-9_\-]{1,8}(/[a-z0-9_.\-]{1,8}){0,3}", fullmatch=True).map(Path)
+        ),
+        expiry_seconds=draw(st.floats(min_value=1e-3, max_value=MAX_EXPIRY_SECONDS)),
+        opening_balance=draw(st.integers(0, 2**53 - 1)),
+    )
+
+
+@given(settings=valid_settings())
 def test_to_env_from_env_round_trip(settings: Settings) -> None:
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_a_single_node_is_node_one_on_the_base_ports() -> None:
+    (node,) = Settings().restate_nodes
+
+    assert (node.index, node.label, node.clustered) == (1, "restate-server", False)
+    assert (node.ingress_url, node.admin_url, node.address) == (
+        "http://127.0.0.1:8080",
+        "http://127.0.0.1:9070",
+        "http://127.0.0.1:5122/",
+    )
+    assert Settings().ingress_urls == ("http://127.0.0.1:8080",)
+
+
+def test_cluster_nodes_take_consecutive_ports_from_the_base_ports() -> None:
+    settings = Settings(nodes=3)
+
+    nodes = settings.restate_nodes
+    assert [node.label for node in nodes] == ["restate-server-1", "restate-server-2", "restate-server-3"]
+    assert [(node.ingress_port, node.admin_port, node.node_port) for node in nodes] == [
+        (8080, 9070, 5122),
+        (8081, 9071, 5123),
+        (8082, 9072, 5124),
+    ]
+    assert settings.ingress_url == settings.ingress_urls[0] == "http://127.0.0.1:8080"
+    assert settings.ingress_urls[2] == "http://127.0.0.1:8082"
+    assert nodes[1].health_urls == ("http://127.0.0.1:9071/health", "http://127.0.0.1:8081/restate/health")
+
+
+@pytest.mark.parametrize(
+    ("nodes", "replication", "tolerated"),
+    [(1, 1, 0), (2, 2, 0), (3, 2, 1), (4, 3, 1), (5, 3, 2), (7, 4, 3)],
+)
+def test_the_log_is_replicated_on_a_majority(nodes: int, replication: int, tolerated: int) -> None:
+    settings = Settings(nodes=nodes)
+
+    assert (settings.replication, settings.tolerated_failures) == (replication, tolerated)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"PAYMENTS_NODES": "3", "PAYMENTS_ADMIN_PORT": "8081"},
+        {"PAYMENTS_NODES": "2", "PAYMENTS_SERVICE_PORT": "5123"},
+        {"PAYMENTS_INGRESS_PORT": "9070"},
+        {"PAYMENTS_NODES": "3", "PAYMENTS_INGRESS_PORT": "65534"},
+    ],
+    ids=str,
+)
+def test_ports_that_meet_or_overflow_are_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="ports must be distinct"):
+        Settings.from_env(environ)

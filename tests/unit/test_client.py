@@ -1,0 +1,211 @@
+"""The client's failover between ingress URLs, against fake nodes: no server needed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from payments.client import (
+    READINESS_PROBES,
+    NotRunningError,
+    PaymentsClient,
+    ServiceError,
+    is_retryable,
+    rotated,
+    until_answered,
+    wait_until_every_partition_answers,
+)
+from payments.processes import free_port_block
+
+pytestmark = pytest.mark.anyio
+NODES = ("http://n1:8080", "http://n2:8080", "http://n3:8080")
+ANSWER = {
+    "paymentId": "p1",
+    "state": "COMPLETED",
+    "outcome": "completed",
+    "moneyMoved": True,
+    "accountId": "a",
+    "amount": 5,
+    "reason": "payment completed",
+}
+Behaviour = Callable[[httpx.Request], httpx.Response]
+
+
+def answers(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={**ANSWER, "paymentId": request.url.path.split("/")[2]})
+
+
+def refuses(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+def does_not_know_the_service(_request: httpx.Request) -> httpx.Response:
+    message = "service 'payments' not found, make sure to register the service before calling it."
+    return httpx.Response(404, json={"code": 404, "message": message})
+
+
+def refuses_the_input(_request: httpx.Request) -> httpx.Response:
+    return httpx.Response(400, json={"code": 400, "message": "amount: Input should be greater than 0"})
+
+
+def dies_mid_call(request: httpx.Request) -> httpx.Response:
+    raise httpx.RemoteProtocolError("server disconnected", request=request)
+
+
+class FakeNodes:
+    """Nodes by host, each answering, refusing connections, or dying mid-call; records every attempt."""
+
+    def __init__(self, **behaviours: Behaviour) -> None:
+        self.behaviours = behaviours
+        self.attempts: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.attempts.append((request.url.host, request.url.path))
+        return self.behaviours[request.url.host](request)
+
+
+def fake(nodes: FakeNodes, urls: tuple[str, ...] | str = NODES) -> PaymentsClient:
+    client = PaymentsClient(urls)
+    client._http = httpx.AsyncClient(transport=httpx.MockTransport(nodes))
+    return client
+
+
+async def test_a_single_url_still_works() -> None:
+    nodes = FakeNodes(n1=answers)
+    async with fake(nodes, NODES[0]) as client:
+        assert (await client.make_payment("p1", "a", 5)).outcome == "completed"
+    assert client.ingress_urls == (NODES[0],)
+    assert nodes.attempts == [("n1", "/payments/p1/makePayment")]
+
+
+async def test_a_refused_connection_sends_the_same_call_to_the_next_node() -> None:
+    nodes = FakeNodes(n1=refuses, n2=answers, n3=answers)
+    async with fake(nodes) as client:
+        assert (await client.make_payment("p7", "a", 5)).paymentId == "p7"
+        assert client.ingress_url == NODES[1]
+        await client.get_status("p7")
+    assert nodes.attempts == [
+        ("n1", "/payments/p7/makePayment"),
+        ("n2", "/payments/p7/makePayment"),
+        ("n2", "/payments/p7/getStatus"),  # it stays on the node that answers
+    ]
+
+
+async def test_a_node_that_does_not_know_the_service_yet_hands_the_call_to_the_next() -> None:
+    nodes = FakeNodes(n1=does_not_know_the_service, n2=answers, n3=answers)
+    async with fake(nodes) as client:
+        assert (await client.make_payment("p3", "a", 5)).paymentId == "p3"
+    assert [host for host, _ in nodes.attempts] == ["n1", "n2"]
+
+
+async def test_a_service_no_node_knows_is_a_404_and_a_refusal_is_not_sent_elsewhere() -> None:
+    async with fake(
+        FakeNodes(n1=does_not_know_the_service, n2=refuses, n3=does_not_know_the_service)
+    ) as client:
+        with pytest.raises(ServiceError, match="404: service 'payments' not found"):
+            await client.get_status("p4")
+    nodes = FakeNodes(n1=refuses_the_input, n2=answers, n3=answers)
+    async with fake(nodes) as client:
+        with pytest.raises(ServiceError, match="400: amount"):
+            await client.make_payment("p5", "a", 0)
+    assert [host for host, _ in nodes.attempts] == ["n1"]
+
+
+async def test_no_node_answering_is_not_running() -> None:
+    nodes = FakeNodes(n1=refuses, n2=refuses, n3=refuses)
+    async with fake(nodes) as client:
+        with pytest.raises(NotRunningError, match=r"n1.*n2.*n3"):
+            await client.balance("a")
+    assert [host for host, _ in nodes.attempts] == ["n1", "n2", "n3"]
+
+
+async def test_a_node_dying_mid_call_is_left_and_the_retry_keeps_the_payment_id() -> None:
+    nodes = FakeNodes(n1=dies_mid_call, n2=answers, n3=answers)
+    async with fake(nodes) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.cancel_payment("p9")  # it may have happened: not resent on its own
+        assert client.ingress_url == NODES[1]
+        retried: list[BaseException] = []
+        client._current = 0
+        answer = await until_answered(
+            lambda: client.make_payment("p9", "a", 5), pause_seconds=0, on_retry=retried.append
+        )
+    assert answer.paymentId == "p9"
+    assert len(retried) == 1
+    assert nodes.attempts[1:] == [("n1", "/payments/p9/makePayment"), ("n2", "/payments/p9/makePayment")]
+
+
+def at_first(failing: Behaviour, times: int) -> Behaviour:
+    """``failing`` for the first ``times`` calls, then answers."""
+    calls = 0
+
+    def behaviour(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return failing(request) if calls <= times else answers(request)
+
+    return behaviour
+
+
+async def test_the_readiness_probe_waits_until_every_node_answers_many_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nodes = FakeNodes(n1=at_first(does_not_know_the_service, 70), n2=answers, n3=at_first(refuses, 3))
+    real_client = httpx.AsyncClient
+    monkeypatch.setattr(
+        httpx, "AsyncClient", lambda **options: real_client(**options, transport=httpx.MockTransport(nodes))
+    )
+
+    await wait_until_every_partition_answers(NODES)
+
+    for host in ("n1", "n2", "n3"):
+        paths = {path for attempt_host, path in nodes.attempts if attempt_host == host}
+        assert len(paths) == READINESS_PROBES
+        assert all(path.endswith("/getStatus") for path in paths)
+    assert len(nodes.attempts) == 3 * READINESS_PROBES + 70 + 3
+
+
+async def test_a_restarted_single_node_that_does_not_know_the_service_yet_is_retried() -> None:
+    nodes = FakeNodes(n1=at_first(does_not_know_the_service, 2))
+    async with fake(nodes, NODES[0]) as client:
+        answer = await until_answered(lambda: client.make_payment("p6", "a", 5), pause_seconds=0)
+    assert answer.paymentId == "p6"
+    assert len(nodes.attempts) == 3
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ServiceError(503, "unavailable"), True),
+        (ServiceError(500, "internal"), True),
+        (ServiceError(404, "service 'payments' not found"), True),
+        (ServiceError(400, "amount: Input should be greater than 0"), False),
+        (ServiceError(409, "payment id reused with different parameters"), False),
+        (NotRunningError("nothing answers"), True),
+        (httpx.ReadTimeout("timed out"), True),
+        (ValueError("a bug"), False),
+    ],
+    ids=repr,
+)
+def test_what_is_sent_again(error: BaseException, retryable: bool) -> None:
+    assert is_retryable(error) is retryable
+
+
+def test_no_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        PaymentsClient([])
+
+
+def test_rotated_starts_each_client_at_another_node() -> None:
+    assert [rotated(NODES, start)[0] for start in range(4)] == [NODES[0], NODES[1], NODES[2], NODES[0]]
+    assert sorted(rotated(NODES, 5)) == sorted(NODES)
+
+
+def test_a_free_port_block_is_consecutive_and_not_taken_twice() -> None:
+    taken: set[int] = set()
+    first = free_port_block(3, taken)
+    second = free_port_block(3, taken)
+
+    assert taken == {first, first + 1, first + 2, second, second + 1, second + 2}
