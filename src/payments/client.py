@@ -16,9 +16,9 @@ from payments.answers import BalanceAnswer, PaymentAnswer
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 NOT_FOUND = 404
-READINESS_PROBES = 64
-"""Read-only calls with as many payment ids through each node: they land on every partition (4 by
-default; with 64 ids the chance that one gets none is below one in ten million)."""
+PROBES_PER_PARTITION = 16
+"""Read-only calls per partition through each node, with as many payment ids: the chance that some
+partition gets none is below the number of partitions in ten million."""
 T = TypeVar("T")
 
 
@@ -183,7 +183,7 @@ async def until_answered(
 
 
 async def wait_until_every_partition_answers(
-    ingress_urls: Sequence[str], *, deadline_seconds: float = 300.0
+    ingress_urls: Sequence[str], partitions: int, *, deadline_seconds: float = 300.0
 ) -> None:
     """Wait until every node's ingress answers a getStatus for each of many payment ids.
 
@@ -202,5 +202,9 @@ async def wait_until_every_partition_answers(
             )
 
         await asyncio.gather(
-            *(probe(client, index) for client in clients for index in range(READINESS_PROBES))
+            *(
+                probe(client, index)
+                for client in clients
+                for index in range(PROBES_PER_PARTITION * partitions)
+            )
         )

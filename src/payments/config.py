@@ -68,6 +68,9 @@ class Settings:
     nodes: int = 1
     """restate-server processes on this machine: 1, or a cluster whose log is replicated (3 to survive
     the loss of one)."""
+    partitions: int = 1
+    """Restate partitions: read once, when the stack's data directory is first created. One suits a
+    2-core machine best (docs/performance.md); more spread the work over more cores and nodes."""
     ingress_port: int = 8080
     admin_port: int = 9070
     node_port: int = 5122
@@ -101,6 +104,8 @@ class Settings:
             )
         if self.opening_balance < 0:
             raise ValueError(f"{PREFIX}OPENING_BALANCE must not be negative")
+        if self.partitions < 1:
+            raise ValueError(f"{PREFIX}PARTITIONS must be at least 1, not {self.partitions}")
         if not 1 <= self.nodes <= MAX_NODES:
             raise ValueError(f"{PREFIX}NODES must be 1 to {MAX_NODES}, not {self.nodes}")
         ports = [self.service_port]

@@ -153,7 +153,7 @@ def wait_ready(
             time.sleep(0.1)
     if settings.nodes > 1:
         probe = wait_until_every_partition_answers(
-            settings.ingress_urls, deadline_seconds=max(1.0, deadline - time.monotonic())
+            settings.ingress_urls, settings.partitions, deadline_seconds=max(1.0, deadline - time.monotonic())
         )
         try:
             # In a thread of its own, so that this blocking function works inside an event loop too.

@@ -166,7 +166,7 @@ class Stack:
             # A single node leads its partitions at once; a cluster elects their leaders first.
             self.say("waiting until every partition has a leader")
             try:
-                await wait_until_every_partition_answers(settings.ingress_urls)
+                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
             except (ServiceError, NotRunningError, httpx.TransportError) as error:
                 raise StackError(f"the partitions did not answer: {error}") from error
 

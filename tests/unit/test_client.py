@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from payments.client import (
-    READINESS_PROBES,
+    PROBES_PER_PARTITION,
     NotRunningError,
     PaymentsClient,
     ServiceError,
@@ -158,13 +158,14 @@ async def test_the_readiness_probe_waits_until_every_node_answers_many_ids(
         httpx, "AsyncClient", lambda **options: real_client(**options, transport=httpx.MockTransport(nodes))
     )
 
-    await wait_until_every_partition_answers(NODES)
+    await wait_until_every_partition_answers(NODES, partitions=4)
 
+    probes = 4 * PROBES_PER_PARTITION
     for host in ("n1", "n2", "n3"):
         paths = {path for attempt_host, path in nodes.attempts if attempt_host == host}
-        assert len(paths) == READINESS_PROBES
+        assert len(paths) == probes
         assert all(path.endswith("/getStatus") for path in paths)
-    assert len(nodes.attempts) == 3 * READINESS_PROBES + 70 + 3
+    assert len(nodes.attempts) == 3 * probes + 70 + 3
 
 
 async def test_a_restarted_single_node_that_does_not_know_the_service_yet_is_retried() -> None:

@@ -15,6 +15,7 @@ from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, PREFIX, Settings
 DEFAULTS: dict[str, object] = {
     "host": "127.0.0.1",
     "nodes": 1,
+    "partitions": 1,
     "ingress_port": 8080,
     "admin_port": 9070,
     "node_port": 5122,
@@ -42,6 +43,7 @@ def test_defaults() -> None:
     [
         ("PAYMENTS_HOST", "0.0.0.0", "host", "0.0.0.0"),
         ("PAYMENTS_NODES", "3", "nodes", 3),
+        ("PAYMENTS_PARTITIONS", "8", "partitions", 8),
         ("PAYMENTS_INGRESS_PORT", "18080", "ingress_port", 18080),
         ("PAYMENTS_ADMIN_PORT", "19070", "admin_port", 19070),
         ("PAYMENTS_NODE_PORT", "15122", "node_port", 15122),
@@ -90,6 +92,7 @@ def test_overrides_win_over_the_environment_unless_none() -> None:
         ("PAYMENTS_NODES", "0"),
         ("PAYMENTS_NODES", str(MAX_NODES + 1)),
         ("PAYMENTS_NODES", "three"),
+        ("PAYMENTS_PARTITIONS", "0"),
     ],
     ids=lambda value: value or "empty",
 )

@@ -26,7 +26,8 @@ def test_a_single_node_keeps_its_name_and_base_dir_and_has_no_cluster_keys() -> 
 
     assert config["node-name"] == "payments-node"
     assert {"cluster-name", "auto-provision", "default-replication", "metadata-client"}.isdisjoint(config)
-    assert "default-provider" not in config["bifrost"]
+    assert config["bifrost"]["default-provider"] == "local"
+    assert config["default-num-partitions"] == 1
     assert (config["bind-port"], config["admin"]["bind-port"], config["ingress"]["bind-port"]) == (
         5122,
         9070,
@@ -68,6 +69,13 @@ def test_cluster_nodes_share_a_cluster_that_only_node_one_provisions() -> None:
         "restate-2",
         "restate-3",
     ]
+
+
+def test_the_partition_count_comes_from_the_settings() -> None:
+    assert parsed(Settings(partitions=8))["default-num-partitions"] == 8
+    assert {
+        parsed(Settings(nodes=3, partitions=6), index)["default-num-partitions"] for index in (1, 2, 3)
+    } == {6}
 
 
 def test_every_node_keeps_the_memory_bounds_and_the_signing_key() -> None:
