@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import psutil
 
-from payments import identity
+from payments import health, identity
 from payments.admin import Admin
 from payments.launcher import LaunchedStack, wait_ready
 from payments.processes import free_port
@@ -278,7 +277,7 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_until_answers(f"{settings.service_url}/health", process, log_path)
+        asyncio.run(_wait_until_answers(f"{settings.service_url}/health", process, log_path))
         _register(stack.settings.admin_url, settings.service_url)
         wait_ready(stack.settings, None, log_path)
         yield psutil.Process(process.pid)
@@ -287,16 +286,14 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
         process.wait(10)
 
 
-def _wait_until_answers(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the ceiling's service exited; see {log_path}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=1).is_success:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"the ceiling's service did not answer; see {log_path}")
+async def _wait_until_answers(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    try:
+        async with asyncio.timeout(30):
+            await health.wait_until_answers([url], exited=lambda: process.poll() is not None)
+    except health.ExitedError:
+        raise BenchError(f"the ceiling's service exited; see {log_path}") from None
+    except TimeoutError:
+        raise BenchError(f"the ceiling's service did not answer; see {log_path}") from None
 
 
 def _register(admin_url: str, service_url: str) -> None:

@@ -27,12 +27,13 @@ from typing import Any, Final, TextIO
 
 import httpx
 
+from payments import health
 from payments.admin import Admin, AdminError
 from payments.answers import BalanceAnswer, PaymentAnswer
 from payments.client import NotRunningError, PaymentsClient, ServiceError, rotated, until_answered
 from payments.config import MAX_NODES, SERVER
 from payments.invariants import CANCEL, DEPOSIT, PAY, Call, Request, Violation, check
-from payments.launcher import LaunchedStack, Part, node_ready_urls
+from payments.launcher import LaunchedStack, Part
 
 RETRY_DEADLINE_SECONDS: Final = 300.0
 """How long a client keeps retrying one call, far less than the expiry window, as the README asks."""
@@ -624,17 +625,11 @@ class _Run:
         """Whether ``node`` of ``part`` answers its health checks (and, a node, knows the deployment)."""
         settings = self.stack.settings
         urls = (
-            node_ready_urls(settings.restate_nodes[node - 1])
+            health.node_ready_urls(settings.restate_nodes[node - 1])
             if part == SERVER
             else [settings.service_health_url]
         )
-        for url in urls:
-            try:
-                if not (await http.get(url)).is_success:
-                    return False
-            except httpx.TransportError:
-                return False
-        return True
+        return await health.answers(http, urls)
 
     async def _settle(self, admin: Admin) -> bool:
         """Wait until no invocation is left but the expiry timers; False after the settle timeout."""

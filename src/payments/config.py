@@ -169,6 +169,11 @@ class Settings:
         return self.data_dir / f"{label}.pid"
 
     @property
+    def ready_file(self) -> Path:
+        """Where ``payments up`` writes its pid once everything serves; it is gone once it stops."""
+        return self.data_dir / "ready"
+
+    @property
     def service_url(self) -> str:
         """Where restate-server reaches the Python service."""
         return f"http://{self.host}:{self.service_port}"

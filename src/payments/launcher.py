@@ -13,16 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import httpx
 
+from payments import health
 from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
-from payments.config import SERVER, Node, Settings
+from payments.config import SERVER, Settings
 from payments.processes import free_port_block
 
 Part = Literal["service", "restate-server"]
@@ -82,12 +82,34 @@ class LaunchedStack:
                 start_new_session=True,
             )
         try:
-            self.wait_ready()
+            self._wait_started()
         except BaseException:
             # The context manager's exit does not run when entering fails: stop what did start.
             with contextlib.suppress(LaunchError):
                 self.stop()
             raise
+
+    def _wait_started(self) -> None:
+        """Wait until ``payments up`` has written its pid to the ready file: everything serves."""
+        ready_file, process = self.settings.ready_file, self.process
+
+        async def started() -> bool:
+            with contextlib.suppress(FileNotFoundError):
+                return process is not None and ready_file.read_text().strip() == str(process.pid)
+            return False
+
+        async def wait() -> None:
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    await health.wait_until(started, exited=_exited(process))
+            except health.ExitedError:
+                raise LaunchError(f"payments up exited at start:\n{self.log_tail()}") from None
+            except TimeoutError:
+                raise LaunchError(
+                    f"payments up not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{self.log_tail()}"
+                ) from None
+
+        _blocking(wait())
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Wait until restate-server and the service both answer."""
@@ -139,36 +161,40 @@ def wait_ready(
     log_path: Path,
     timeout: float = READY_TIMEOUT_SECONDS,
 ) -> None:
-    """Wait until every node of the stack of ``settings``, started by ``process``, answers through Restate."""
+    """Wait until every node of the stack of ``settings``, started by ``process``, answers through Restate.
+
+    For a stack that was up and lost a process: ``payments up`` restarts it without a word.
+    """
+    _blocking(_wait_ready(settings, process, log_path, timeout))
+
+
+async def _wait_ready(
+    settings: Settings, process: subprocess.Popen[bytes] | None, log_path: Path, seconds: float
+) -> None:
     urls = [settings.service_health_url]
     for node in settings.restate_nodes:
-        urls += node_ready_urls(node)
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as http:
-        while not all(_answers(http, url) for url in urls):
-            if process is not None and process.poll() is not None:
-                raise LaunchError(f"the stack exited; see {log_path}:\n{log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise LaunchError(f"stack not ready after {timeout:.0f} s:\n{log_tail(log_path)}")
-            time.sleep(0.1)
-    if settings.nodes > 1:
-        probe = wait_until_every_partition_answers(
-            settings.ingress_urls, settings.partitions, deadline_seconds=max(1.0, deadline - time.monotonic())
-        )
-        try:
-            # In a thread of its own, so that this blocking function works inside an event loop too.
-            with concurrent.futures.ThreadPoolExecutor(1) as thread:
-                thread.submit(asyncio.run, probe).result()
-        except (ServiceError, NotRunningError, httpx.TransportError) as error:
-            raise LaunchError(f"the partitions did not answer ({error}):\n{log_tail(log_path)}") from error
+        urls += health.node_ready_urls(node)
+    try:
+        async with asyncio.timeout(seconds):
+            await health.wait_until_answers(urls, exited=_exited(process))
+            if settings.nodes > 1:
+                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
+    except health.ExitedError:
+        raise LaunchError(f"the stack exited; see {log_path}:\n{log_tail(log_path)}") from None
+    except TimeoutError:
+        raise LaunchError(f"stack not ready after {seconds:.0f} s:\n{log_tail(log_path)}") from None
+    except (ServiceError, NotRunningError, httpx.TransportError) as error:
+        raise LaunchError(f"the partitions did not answer ({error}):\n{log_tail(log_path)}") from error
 
 
-def node_ready_urls(node: Node) -> list[str]:
-    """What answers once restate-server ``node`` serves and its admin API knows the deployment.
+def _exited(process: subprocess.Popen[bytes] | None) -> Callable[[], bool]:
+    return lambda: process is not None and process.poll() is not None
 
-    A node that has just (re)started learns the deployment from the others a moment later.
-    """
-    return [*node.health_urls, f"{node.admin_url}/services/payments"]
+
+def _blocking(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` to its end in a thread of its own: callers inside an event loop can wait too."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, coroutine).result()
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -176,10 +202,3 @@ def log_tail(path: Path, lines: int = 40) -> str:
     with contextlib.suppress(FileNotFoundError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return "(no log)"
-
-
-def _answers(http: httpx.Client, url: str) -> bool:
-    try:
-        return http.get(url).is_success
-    except httpx.TransportError:
-        return False

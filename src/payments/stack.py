@@ -16,14 +16,14 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-from payments import identity, processes, restate_server
+from payments import health, identity, processes, restate_server
 from payments.admin import Admin, AdminError
 from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
 from payments.config import Node, Settings
@@ -48,12 +48,12 @@ def say_to_stderr(line: str) -> None:
 
 @dataclass
 class Child:
-    """One supervised process, with what it takes to start it and to know it is ready."""
+    """One supervised process, with what it takes to start it and the URLs that say it is ready."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
-    ready: Callable[[], Awaitable[bool]]
+    health_urls: tuple[str, ...]
     pid_file: Path
     log: IO[bytes]
     process: asyncio.subprocess.Process | None = None
@@ -62,19 +62,21 @@ class Child:
 
     async def start(self) -> None:
         """Start the process and wait until it is ready."""
-        self.process = await processes.spawn(self.argv, self.env, self.log)
+        process = self.process = await processes.spawn(self.argv, self.env, self.log)
         self.started_at = time.monotonic()
-        processes.write_pid(self.pid_file, self.process.pid)
-        deadline = self.started_at + START_TIMEOUT_SECONDS
-        while not await self.ready():
-            if self.process.returncode is not None:
-                raise StackError(
-                    f"{self.name} exited at start ({processes.describe_exit(self.process.returncode)});"
-                    f" see {self.log.name}"
-                )
-            if time.monotonic() > deadline:
-                raise StackError(f"{self.name} not ready after {START_TIMEOUT_SECONDS:.0f} s")
-            await asyncio.sleep(0.1)
+        processes.write_pid(self.pid_file, process.pid)
+
+        def exited() -> bool:
+            return process.returncode is not None
+
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                await health.wait_until_answers(self.health_urls, exited=exited)
+        except health.ExitedError:
+            code = processes.describe_exit(process.returncode or 0)
+            raise StackError(f"{self.name} exited at start ({code}); see {self.log.name}") from None
+        except TimeoutError:
+            raise StackError(f"{self.name} not ready after {START_TIMEOUT_SECONDS:.0f} s") from None
 
     async def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL after a grace period."""
@@ -97,7 +99,6 @@ class Stack:
         )
         self.settings = settings
         self.say = say
-        self._http = httpx.AsyncClient(timeout=2.0)
         self._stopping = asyncio.Event()
         env = {**os.environ, **settings.to_env()}
         self.servers = [self._server(node, signing_key, env) for node in settings.restate_nodes]
@@ -105,7 +106,7 @@ class Stack:
             name="service",
             argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.serve")],
             env=env,
-            ready=self._service_ready,
+            health_urls=(settings.service_health_url,),
             pid_file=settings.pid_file("service"),
             log=(data_dir / "logs" / "service.log").open("ab"),
         )
@@ -115,18 +116,11 @@ class Stack:
         data_dir = self.settings.data_dir
         config_file = data_dir / f"{node.label}.toml"
         config_file.write_text(restate_server.config_toml(self.settings, signing_key, node))
-
-        async def ready() -> bool:
-            for url in node.health_urls:
-                if not await self._answers(url):
-                    return False
-            return True
-
         return Child(
             name=node.label,
             argv=restate_server.argv(self.settings, config_file, node),
             env=env,
-            ready=ready,
+            health_urls=node.health_urls,
             pid_file=self.settings.pid_file(node.label),
             log=(data_dir / "logs" / f"{node.label}.log").open("ab"),
         )
@@ -136,11 +130,17 @@ class Stack:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stopping.set)
+        ready_file = self.settings.ready_file
         try:
             with self._exclusive():
-                await self.start()
-                self.say("ready; Ctrl-C stops everything")
-                await self.supervise()
+                ready_file.unlink(missing_ok=True)  # left behind by a supervisor that was killed
+                try:
+                    await self.start()
+                    ready_file.write_text(f"{os.getpid()}\n")
+                    self.say("ready; Ctrl-C stops everything")
+                    await self.supervise()
+                finally:
+                    ready_file.unlink(missing_ok=True)
         finally:
             await self.stop()
 
@@ -189,7 +189,6 @@ class Stack:
         await asyncio.gather(*(server.stop() for server in self.servers))
         for child in self.children:
             child.log.close()
-        await self._http.aclose()
 
     @property
     def children(self) -> tuple[Child, ...]:
@@ -235,15 +234,6 @@ class Stack:
                 await child.stop()
                 continue
             self.say(f"{child.name} is back (pid {child.process.pid})")
-
-    async def _service_ready(self) -> bool:
-        return await self._answers(self.settings.service_health_url)
-
-    async def _answers(self, url: str) -> bool:
-        try:
-            return (await self._http.get(url)).is_success
-        except httpx.TransportError:
-            return False
 
     def _check_ports(self) -> None:
         settings = self.settings

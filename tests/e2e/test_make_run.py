@@ -95,6 +95,9 @@ def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) ->
         in printed
     )
     assert f"{make_run.settings.admin_url}/ui/" in printed
+    ready_file = make_run.settings.ready_file
+    wait_for(ready_file.exists, "payments up to write its ready file")
+    assert int(ready_file.read_text()) in {process.pid for process in make_run.processes()}
 
     assert make_run.curl(MAKE_PAYMENT)["outcome"] == "completed"
     service = make_run.pid("service")
@@ -104,6 +107,7 @@ def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) ->
 
     survivors = make_run.terminate()
     assert survivors == []
+    assert not ready_file.exists()
     assert make_run.process is not None
     assert make_run.process.wait(10) is not None
     wait_for(make_run.ports_free, "the ports to be free", timeout=10)
