@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -16,6 +17,9 @@ from payments.answers import BalanceAnswer, PaymentAnswer
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 NOT_FOUND = 404
+FIRST_PAUSE_SECONDS = 0.1
+MOST_PAUSE_SECONDS = 2.0
+"""The longest pause between two retries: a call waits at most this long after the stack is back."""
 PROBES_PER_PARTITION = 16
 """Read-only calls per partition through each node, with as many payment ids: the chance that some
 partition gets none is below the number of partitions in ten million."""
@@ -159,18 +163,34 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, NotRunningError | httpx.TransportError)
 
 
+def pauses(
+    first: float = FIRST_PAUSE_SECONDS, most: float = MOST_PAUSE_SECONDS, rng: random.Random | None = None
+) -> Iterator[float]:
+    """The pauses between retries: doubling from ``first`` up to ``most``, each between half and all of it.
+
+    The random part keeps clients that failed together, when a node went down, from all coming back
+    at the same moment.
+    """
+    rng = rng or random.Random()  # noqa: S311 - spreading retries, not secrets
+    pause = first
+    while True:
+        yield rng.uniform(pause / 2, pause)
+        pause = min(most, pause * 2)
+
+
 async def until_answered(
     call: Callable[[], Awaitable[T]],
     *,
     deadline_seconds: float = 300.0,
-    pause_seconds: float = 0.2,
+    first_pause_seconds: float = FIRST_PAUSE_SECONDS,
     on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
-    """Send ``call`` again after every retryable failure, until it is answered.
+    """Send ``call`` again after every retryable failure, with growing :func:`pauses`, until it is answered.
 
     Safe for payments, whose id makes them idempotent, and for deposits sent with an idempotency key.
     """
     give_up = time.monotonic() + deadline_seconds
+    waits = pauses(first_pause_seconds)
     while True:
         try:
             return await call()
@@ -179,7 +199,7 @@ async def until_answered(
                 raise
             if on_retry is not None:
                 on_retry(error)
-        await asyncio.sleep(pause_seconds)
+        await asyncio.sleep(next(waits))
 
 
 async def wait_until_every_partition_answers(

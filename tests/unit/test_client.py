@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import httpx
@@ -13,6 +14,7 @@ from payments.client import (
     PaymentsClient,
     ServiceError,
     is_retryable,
+    pauses,
     rotated,
     until_answered,
     wait_until_every_partition_answers,
@@ -130,7 +132,7 @@ async def test_a_node_dying_mid_call_is_left_and_the_retry_keeps_the_payment_id(
         retried: list[BaseException] = []
         client._current = 0
         answer = await until_answered(
-            lambda: client.make_payment("p9", "a", 5), pause_seconds=0, on_retry=retried.append
+            lambda: client.make_payment("p9", "a", 5), first_pause_seconds=0, on_retry=retried.append
         )
     assert answer.paymentId == "p9"
     assert len(retried) == 1
@@ -171,7 +173,7 @@ async def test_the_readiness_probe_waits_until_every_node_answers_many_ids(
 async def test_a_restarted_single_node_that_does_not_know_the_service_yet_is_retried() -> None:
     nodes = FakeNodes(n1=at_first(does_not_know_the_service, 2))
     async with fake(nodes, NODES[0]) as client:
-        answer = await until_answered(lambda: client.make_payment("p6", "a", 5), pause_seconds=0)
+        answer = await until_answered(lambda: client.make_payment("p6", "a", 5), first_pause_seconds=0)
     assert answer.paymentId == "p6"
     assert len(nodes.attempts) == 3
 
@@ -210,3 +212,12 @@ def test_a_free_port_block_is_consecutive_and_not_taken_twice() -> None:
     second = free_port_block(3, taken)
 
     assert taken == {first, first + 1, first + 2, second, second + 1, second + 2}
+
+
+def test_pauses_double_up_to_the_most_each_between_half_and_all_of_it() -> None:
+    waits = pauses(first=0.1, most=2.0, rng=random.Random(7))
+    drawn = [next(waits) for _ in range(8)]
+    ceilings = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+
+    assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(drawn, ceilings, strict=True))
+    assert len(set(drawn)) == len(drawn)
