@@ -80,10 +80,10 @@ class Child:
 
     async def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL after a grace period."""
-        if self.process is not None:
-            await processes.terminate(self.process, STOP_GRACE_SECONDS)
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_file.unlink()
+        if self.process is None:
+            return  # never started: the pid file, if any, is another supervisor's
+        await processes.terminate(self.process, STOP_GRACE_SECONDS)
+        self.pid_file.unlink(missing_ok=True)
 
 
 class Stack:
@@ -99,9 +99,10 @@ class Stack:
         )
         self.settings = settings
         self.say = say
+        self._signing_key = signing_key
         self._stopping = asyncio.Event()
         env = {**os.environ, **settings.to_env()}
-        self.servers = [self._server(node, signing_key, env) for node in settings.restate_nodes]
+        self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
             name="service",
             argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.serve")],
@@ -111,14 +112,12 @@ class Stack:
             log=(data_dir / "logs" / "service.log").open("ab"),
         )
 
-    def _server(self, node: Node, signing_key: Path, env: dict[str, str]) -> Child:
-        """The child that runs restate-server ``node``, with its config file written."""
+    def _server(self, node: Node, env: dict[str, str]) -> Child:
+        """The child that runs restate-server ``node``."""
         data_dir = self.settings.data_dir
-        config_file = data_dir / f"{node.label}.toml"
-        config_file.write_text(restate_server.config_toml(self.settings, signing_key, node))
         return Child(
             name=node.label,
-            argv=restate_server.argv(self.settings, config_file, node),
+            argv=restate_server.argv(self.settings, self._config_file(node), node),
             env=env,
             health_urls=node.health_urls,
             pid_file=self.settings.pid_file(node.label),
@@ -149,6 +148,9 @@ class Stack:
         settings = self.settings
         check_data_layout(settings)
         self._check_ports()
+        # Only now, with the data directory locked: another `payments up` may be using these files.
+        for node in settings.restate_nodes:
+            self._config_file(node).write_text(restate_server.config_toml(settings, self._signing_key, node))
         if settings.nodes == 1:
             self.say(f"starting restate-server {restate_server.binary()}")
         else:
@@ -234,6 +236,9 @@ class Stack:
                 await child.stop()
                 continue
             self.say(f"{child.name} is back (pid {child.process.pid})")
+
+    def _config_file(self, node: Node) -> Path:
+        return self.settings.data_dir / f"{node.label}.toml"
 
     def _check_ports(self) -> None:
         settings = self.settings

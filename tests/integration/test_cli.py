@@ -58,3 +58,22 @@ def test_commands_against_a_running_stack(stack: LaunchedStack, unique: str) -> 
     refused = payments("pay", f"{unique}-q", "--account", "no spaces", "--amount", "1", *port)
     assert refused.returncode == 1
     assert refused.stderr.startswith("payments: 400 accountId:")
+
+
+def test_a_second_up_on_the_same_data_refuses_and_leaves_the_first_alone(stack: LaunchedStack) -> None:
+    data_dir = stack.settings.data_dir
+    kept = [stack.settings.ready_file, *data_dir.glob("*.toml"), *data_dir.glob("*.pid")]
+    untouched = {path: path.read_bytes() for path in kept}
+    ports = [str(free_port()) for _ in range(4)]
+
+    result = payments(
+        "up",
+        "--data-dir",
+        str(data_dir),
+        *("--ingress-port", ports[0], "--admin-port", ports[1]),
+        *("--node-port", ports[2], "--service-port", ports[3]),
+    )
+
+    assert result.returncode == 1
+    assert f"another `payments up` is using {data_dir}" in result.stderr
+    assert {path: path.read_bytes() for path in untouched} == untouched
