@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pydantic
 
-from payments import bench, chaos
+from payments import bench, chaos, stack
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.launcher import LaunchError
-from payments.stack import Stack, StackError
+from payments.stack import StackError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,7 +260,7 @@ _ClientCall = Callable[[PaymentsClient, argparse.Namespace], Awaitable[pydantic.
 def _up(_args: argparse.Namespace, settings: Settings) -> int:
     print_welcome(settings)
     try:
-        asyncio.run(Stack(settings).run())
+        asyncio.run(stack.supervise(settings))
     except StackError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 1

@@ -87,7 +87,11 @@ class Child:
 
 
 class Stack:
-    """restate-server (one or a cluster of nodes) and the payment service for one set of settings."""
+    """restate-server (one or a cluster of nodes) and the payment service for one set of settings.
+
+    It writes into the data directory from the start: run it through :func:`supervise`, which
+    holds the directory's lock.
+    """
 
     def __init__(self, settings: Settings, say: Say = say_to_stderr) -> None:
         data_dir = settings.data_dir
@@ -130,17 +134,14 @@ class Stack:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stopping.set)
         ready_file = self.settings.ready_file
+        ready_file.unlink(missing_ok=True)  # left behind by a supervisor that was killed
         try:
-            with self._exclusive():
-                ready_file.unlink(missing_ok=True)  # left behind by a supervisor that was killed
-                try:
-                    await self.start()
-                    ready_file.write_text(f"{os.getpid()}\n")
-                    self.say("ready; Ctrl-C stops everything")
-                    await self.supervise()
-                finally:
-                    ready_file.unlink(missing_ok=True)
+            await self.start()
+            ready_file.write_text(f"{os.getpid()}\n")
+            self.say("ready; Ctrl-C stops everything")
+            await self.supervise()
         finally:
+            ready_file.unlink(missing_ok=True)
             await self.stop()
 
     async def start(self) -> None:
@@ -148,7 +149,6 @@ class Stack:
         settings = self.settings
         check_data_layout(settings)
         self._check_ports()
-        # Only now, with the data directory locked: another `payments up` may be using these files.
         for node in settings.restate_nodes:
             self._config_file(node).write_text(restate_server.config_toml(settings, self._signing_key, node))
         if settings.nodes == 1:
@@ -258,15 +258,27 @@ class Stack:
         if busy:
             raise StackError(f"already in use on {settings.host}: {', '.join(busy)}")
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Hold a lock on the data directory: two stacks on one directory would corrupt it."""
-        with (self.settings.data_dir / "stack.lock").open("w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StackError(f"another `payments up` is using {self.settings.data_dir}") from None
-            yield
+
+async def supervise(settings: Settings, say: Say = say_to_stderr) -> None:
+    """What ``payments up`` does: lock the data directory, then run a :class:`Stack` until stopped.
+
+    The lock comes before anything is written there: a second ``payments up`` on the same
+    directory is refused without touching the first one's files.
+    """
+    with _exclusive(settings.data_dir):
+        await Stack(settings, say).run()
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold a lock on the data directory: two stacks on one directory would corrupt it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "stack.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(f"another `payments up` is using {data_dir}") from None
+        yield
 
 
 _BASE_DIR = re.compile(r"restate(-[0-9]+)?")
