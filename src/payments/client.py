@@ -99,21 +99,26 @@ class PaymentsClient:
         return BalanceAnswer.model_validate_json(await self._call(f"/accounts/{account_id}/balance"))
 
     async def _call(self, path: str, *, json: object = None, headers: dict[str, str] | None = None) -> bytes:
-        """Send one call; to the next ingress URL while one refuses it before anything ran."""
+        """Send one call; to the next ingress URL while one refuses it before anything ran.
+
+        Each call tries every URL once, from the current one, whatever calls running beside it do.
+        """
         unreachable: httpx.TransportError | None = None
         unknown: ServiceError | None = None
-        for _ in self.ingress_urls:
+        first = self._current
+        for step in range(len(self.ingress_urls)):
+            index = (first + step) % len(self.ingress_urls)
             try:
-                response = await self._http.post(self.ingress_url + path, json=json, headers=headers)
+                response = await self._http.post(self.ingress_urls[index] + path, json=json, headers=headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 # Nothing was sent, so the next node can take the very same call.
                 unreachable = error
-                self._move_on()
+                self._move_past(index)
                 continue
             except httpx.TransportError:
                 # The node may have died with the call in it, and the call may have happened: sending
                 # it again is the caller's choice (`until_answered`), but not to this node.
-                self._move_on()
+                self._move_past(index)
                 raise
             if response.is_success:
                 return response.content
@@ -124,13 +129,14 @@ class PaymentsClient:
             # service (yet: a node that just restarted learns it from the others a moment later).
             # Restate refused the call before running anything, so another node can take it.
             unknown = refused
-            self._move_on()
+            self._move_past(index)
         if unknown is not None:
             raise unknown
         raise NotRunningError(f"nothing answers at {', '.join(self.ingress_urls)}") from unreachable
 
-    def _move_on(self) -> None:
-        self._current = (self._current + 1) % len(self.ingress_urls)
+    def _move_past(self, index: int) -> None:
+        """Send the next calls to the URL after ``index``, which just failed."""
+        self._current = (index + 1) % len(self.ingress_urls)
 
 
 def _error_message(response: httpx.Response) -> str:

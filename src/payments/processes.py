@@ -5,21 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
+# Loaded once here, not in each child: a dlopen between fork and exec can deadlock a threaded parent's child.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL the child when its parent dies, even by SIGKILL."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with(parent: int) -> Callable[[], None]:
+    def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+        """Ask Linux to SIGKILL the child when its parent dies, even by SIGKILL."""
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os._exit(1)
+
+    return die_with_parent
 
 
 async def spawn(
@@ -38,7 +45,7 @@ async def spawn(
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with(os.getpid()),
     )
 
 
@@ -93,10 +100,15 @@ def _can_bind(host: str, port: int) -> bool:
 def describe_exit(returncode: int) -> str:
     """'exit code 3' or 'signal SIGKILL', for a process that has ended."""
     if returncode < 0:
-        return f"signal {signal.Signals(-returncode).name}"
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:  # a real-time signal has no name
+            return f"signal {-returncode}"
     return f"exit code {returncode}"
 
 
 def write_pid(path: Path, pid: int) -> None:
-    """Record a child's pid where users (and tests) can find it to kill it."""
-    path.write_text(f"{pid}\n")
+    """Record a pid where users (and tests) can find it, never as a half-written file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(f"{pid}\n")
+    partial.replace(path)

@@ -20,6 +20,10 @@ from payments.config import Settings
 from payments.service import accounts, payments
 
 
+class ServingStoppedError(RuntimeError):
+    """The HTTP server ended on its own."""
+
+
 async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: Settings) -> None:
     """Serve ``app`` on the service port until SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -38,7 +42,14 @@ async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: S
         log_enabled=False,
     )
     serving = asyncio.create_task(server.serve())
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        # granian gave up by itself (it could not listen, or its worker died): exit, so that the
+        # supervisor restarts the process instead of keeping one alive that serves nothing.
+        stopping.cancel()
+        serving.result()
+        raise ServingStoppedError("granian stopped serving without being asked to")
     server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
     await serving
 

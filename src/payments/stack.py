@@ -16,10 +16,10 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -32,7 +32,7 @@ STOP_GRACE_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 STABLE_AFTER_SECONDS = 10.0
-"""A child that ran this long before dying is restarted without waiting."""
+"""A child that ran this long before dying is restarted after the shortest pause again."""
 
 Say = Callable[[str], None]
 
@@ -62,9 +62,12 @@ class Child:
 
     async def start(self) -> None:
         """Start the process and wait until it is ready."""
-        process = self.process = await processes.spawn(self.argv, self.env, self.log)
-        self.started_at = time.monotonic()
-        processes.write_pid(self.pid_file, process.pid)
+        try:
+            process = self.process = await processes.spawn(self.argv, self.env, self.log)
+            self.started_at = time.monotonic()
+            processes.write_pid(self.pid_file, process.pid)
+        except OSError as error:
+            raise StackError(f"{self.name} could not be started: {error}") from None
 
         def exited() -> bool:
             return process.returncode is not None
@@ -134,15 +137,34 @@ class Stack:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stopping.set)
         ready_file = self.settings.ready_file
-        ready_file.unlink(missing_ok=True)  # left behind by a supervisor that was killed
+        # Left behind by a supervisor that was killed: the pids in them are not ours.
+        for stale in (*(child.pid_file for child in self.children), ready_file):
+            stale.unlink(missing_ok=True)
         try:
-            await self.start()
-            ready_file.write_text(f"{os.getpid()}\n")
-            self.say("ready; Ctrl-C stops everything")
-            await self.supervise()
+            if await self._unless_stopped(self.start()):
+                processes.write_pid(ready_file, os.getpid())
+                self.say("ready; Ctrl-C stops everything")
+                await self.supervise()
         finally:
             ready_file.unlink(missing_ok=True)
             await self.stop()
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless SIGINT or SIGTERM comes first (then cancel it); whether it finished."""
+        task = asyncio.create_task(work)
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            task.cancel()
+        if not task.done() or task.cancelled():
+            self.say("stopping before everything started")
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        task.result()
+        return True
 
     async def start(self) -> None:
         """Start restate-server's nodes, then the service, then register the deployment."""

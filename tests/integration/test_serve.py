@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,3 +94,16 @@ def test_service_stops_on_sigterm_after_serving(
     assert http.get("/discover", headers=DISCOVERY).status_code == 401
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
+
+
+def test_service_exits_when_it_cannot_listen(tmp_path: Path) -> None:
+    """A service that serves nothing must not stay alive: the supervisor restarts what exits."""
+    key = identity.ensure_private_key(tmp_path / "private.pem")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(service_port=port, data_dir=tmp_path, identity_key=identity.public_key(key))
+        process = start_service(settings, tmp_path / "service.log")
+        assert process.wait(timeout=30) != 0
+    assert "Address already in use" in (tmp_path / "service.log").read_text()

@@ -123,6 +123,20 @@ async def test_no_node_answering_is_not_running() -> None:
     assert [host for host, _ in nodes.attempts] == ["n1", "n2", "n3"]
 
 
+async def test_each_call_tries_every_node_whatever_a_concurrent_call_moved() -> None:
+    client = PaymentsClient(NODES)
+
+    def refuses_while_another_call_moves_on(request: httpx.Request) -> httpx.Response:
+        client._current = 1  # a call running beside this one failed here too and moved to n2
+        return refuses(request)
+
+    nodes = FakeNodes(n1=refuses_while_another_call_moves_on, n2=answers, n3=refuses)
+    client._http = httpx.AsyncClient(transport=httpx.MockTransport(nodes))
+    async with client:
+        assert (await client.get_status("p2")).paymentId == "p2"
+    assert [host for host, _ in nodes.attempts] == ["n1", "n2"]
+
+
 async def test_a_node_dying_mid_call_is_left_and_the_retry_keeps_the_payment_id() -> None:
     nodes = FakeNodes(n1=dies_mid_call, n2=answers, n3=answers)
     async with fake(nodes) as client:
