@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
+import psutil
 
 from payments import health
 from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
@@ -145,8 +146,18 @@ class LaunchedStack:
         return int(self.settings.pid_file(self.label(part, node)).read_text())
 
     def kill(self, part: Part, node: int = 1) -> int:
-        """SIGKILL the service or restate-server ``node``, as a crash would; the supervisor restarts it."""
+        """SIGKILL the service or restate-server ``node``, as a crash would; the supervisor restarts it.
+
+        Raises ProcessLookupError when the pid file names no child of the supervisor: between a
+        crash and the restart it names a dead process, whose pid another process may have taken.
+        """
         pid = self.pid(part, node)
+        try:
+            ours = self.process is not None and psutil.Process(pid).ppid() == self.process.pid
+        except psutil.NoSuchProcess:
+            ours = False
+        if not ours:
+            raise ProcessLookupError(f"{self.label(part, node)} (pid {pid}) is not running")
         os.kill(pid, signal.SIGKILL)
         return pid
 
