@@ -16,6 +16,7 @@ from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.launcher import LaunchError
 from payments.stack import StackError
+from payments.validation import InvalidInputError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,6 +343,10 @@ def _call(ingress_urls: Sequence[str], run: Callable[[PaymentsClient], Awaitable
 
     try:
         answer = asyncio.run(call())
+    except InvalidInputError as error:
+        # The client refused an id before sending anything: a usage error, like argparse's.
+        print(f"payments: {error}", file=sys.stderr)
+        return 2
     except NotRunningError:
         print(
             f"payments: the stack is not running at {', '.join(ingress_urls)} (start it with `make run`)",

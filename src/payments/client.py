@@ -8,12 +8,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Final, Literal, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 import pydantic
 
 from payments.answers import BalanceAnswer, PaymentAnswer
+from payments.validation import parse_id
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 NOT_FOUND = 404
@@ -45,6 +47,11 @@ class PaymentsClient:
     Give it every node's ingress URL of a cluster: a call that cannot connect to one, or that one
     does not know the service for, goes to the next at once; after a connection broken mid-call the
     client uses the next URL from then on.
+
+    Every id, and the idempotency key of a deposit, is checked with the service's own rule before
+    anything is sent: one it would refuse raises :class:`payments.validation.InvalidInputError` (a
+    ``ValueError``) naming the field, so that an id taken from a user can never reach another object
+    or handler than the one asked for.
     """
 
     def __init__(self, ingress: str | Sequence[str], *, timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
@@ -72,31 +79,35 @@ class PaymentsClient:
 
     async def make_payment(self, payment_id: str, account_id: str, amount: int) -> PaymentAnswer:
         """Charge ``amount`` cents to ``account_id``, once for ``payment_id``."""
-        body = {"accountId": account_id, "amount": amount}
+        body = {"accountId": parse_id(account_id, "accountId"), "amount": amount}
         return PaymentAnswer.model_validate_json(
-            await self._call(f"/payments/{payment_id}/makePayment", json=body)
+            await self._call(_path("payments", payment_id, "makePayment"), json=body)
         )
 
     async def cancel_payment(self, payment_id: str) -> PaymentAnswer:
         """Block the payment, or refund it if it happened."""
-        return PaymentAnswer.model_validate_json(await self._call(f"/payments/{payment_id}/cancelPayment"))
+        return PaymentAnswer.model_validate_json(
+            await self._call(_path("payments", payment_id, "cancelPayment"))
+        )
 
     async def get_status(self, payment_id: str) -> PaymentAnswer:
         """The payment's state."""
-        return PaymentAnswer.model_validate_json(await self._call(f"/payments/{payment_id}/getStatus"))
+        return PaymentAnswer.model_validate_json(await self._call(_path("payments", payment_id, "getStatus")))
 
     async def deposit(
         self, account_id: str, amount: int, *, idempotency_key: str | None = None
     ) -> BalanceAnswer:
         """Add funds; pass ``idempotency_key`` to make retries of the same deposit safe."""
-        headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+        headers: dict[str, str] = {}
+        if idempotency_key is not None:
+            headers["idempotency-key"] = parse_id(idempotency_key, "idempotency-key")
         return BalanceAnswer.model_validate_json(
-            await self._call(f"/accounts/{account_id}/deposit", json=amount, headers=headers)
+            await self._call(_path("accounts", account_id, "deposit"), json=amount, headers=headers)
         )
 
     async def balance(self, account_id: str) -> BalanceAnswer:
         """The account's balance in cents."""
-        return BalanceAnswer.model_validate_json(await self._call(f"/accounts/{account_id}/balance"))
+        return BalanceAnswer.model_validate_json(await self._call(_path("accounts", account_id, "balance")))
 
     async def _call(self, path: str, *, json: object = None, headers: dict[str, str] | None = None) -> bytes:
         """Send one call; to the next ingress URL while one refuses it before anything ran.
@@ -137,6 +148,19 @@ class PaymentsClient:
     def _move_past(self, index: int) -> None:
         """Send the next calls to the URL after ``index``, which just failed."""
         self._current = (index + 1) % len(self.ingress_urls)
+
+
+_KEY_FIELDS: Final = {"payments": "paymentId", "accounts": "accountId"}
+
+
+def _path(service: Literal["payments", "accounts"], key: str, handler: str) -> str:
+    """The ingress path of ``handler`` on the object ``key``, which must be an id the service accepts.
+
+    The id is percent-escaped as well (Restate decodes it back into the key), although the rule
+    already keeps out what could harm: should it ever admit ``/``, ``?``, ``#`` or ``%``, they still
+    could not change which object or handler is called.
+    """
+    return f"/{service}/{quote(parse_id(key, _KEY_FIELDS[service]), safe='')}/{handler}"
 
 
 def _error_message(response: httpx.Response) -> str:
