@@ -11,6 +11,8 @@ import pytest
 from payments.launcher import LaunchedStack
 from payments.processes import free_port
 
+HOSTILE = "x/../../payments/VICTIM/cancelPayment#"
+"""Sent unescaped, it became ``POST /payments/VICTIM/cancelPayment``: a refund of VICTIM's payment."""
 COMMANDS = ["up", "pay", "cancel", "status", "deposit", "balance", "chaos", "bench"]
 
 
@@ -55,9 +57,50 @@ def test_commands_against_a_running_stack(stack: LaunchedStack, unique: str) -> 
     assert answer("deposit", f"{unique}-a", "5", "--idempotency-key", f"{unique}-k")["balance"] == 100_005
     assert answer("balance", f"{unique}-a")["balance"] == 100_005
 
-    refused = payments("pay", f"{unique}-q", "--account", "no spaces", "--amount", "1", *port)
+    refused = payments("pay", f"{unique}-q", "--account", f"{unique}-a", "--amount", "0", *port)
     assert refused.returncode == 1
-    assert refused.stderr.startswith("payments: 400 accountId:")
+    assert refused.stderr.startswith("payments: 400 amount:")
+
+
+def refused_in_one_line(result: subprocess.CompletedProcess[str], field: str) -> bool:
+    return (
+        result.returncode == 2
+        and result.stdout == ""
+        and len(result.stderr.splitlines()) == 1
+        and result.stderr.startswith(f"payments: {field}: ")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["status", HOSTILE], "paymentId"),
+        (["cancel", HOSTILE], "paymentId"),
+        (["pay", HOSTILE, "--account", "abc", "--amount", "1"], "paymentId"),
+        (["pay", "p1", "--account", HOSTILE, "--amount", "1"], "accountId"),
+        (["deposit", HOSTILE, "5"], "accountId"),
+        (["deposit", "abc", "5", "--idempotency-key", "\n"], "idempotency-key"),
+        (["balance", HOSTILE], "accountId"),
+    ],
+    ids=["status", "cancel", "pay", "pay --account", "deposit", "deposit --idempotency-key", "balance"],
+)
+def test_an_id_the_service_would_refuse_is_a_one_line_usage_error(args: list[str], field: str) -> None:
+    # No stack at this port: the refusal comes before anything is sent.
+    result = payments(*args, "--ingress-port", str(free_port()))
+    assert refused_in_one_line(result, field), result
+
+
+def test_a_hostile_id_cannot_cancel_another_payment(stack: LaunchedStack, unique: str) -> None:
+    port = ["--ingress-port", str(stack.settings.ingress_port)]
+    account = f"{unique}-a"
+    assert payments("pay", "VICTIM", "--account", account, "--amount", "10", *port).returncode == 0
+
+    assert refused_in_one_line(payments("status", HOSTILE, *port), "paymentId")
+    assert refused_in_one_line(payments("balance", HOSTILE, *port), "accountId")
+
+    victim = json.loads(payments("status", "VICTIM", *port).stdout)
+    assert (victim["state"], victim["accountId"]) == ("COMPLETED", account)
+    assert json.loads(payments("balance", account, *port).stdout)["balance"] == 100_000 - 10
 
 
 def test_a_second_up_on_the_same_data_refuses_and_leaves_the_first_alone(stack: LaunchedStack) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from payments.client import (
     wait_until_every_partition_answers,
 )
 from payments.processes import free_port_block
+from payments.validation import InvalidInputError
 
 pytestmark = pytest.mark.anyio
 NODES = ("http://n1:8080", "http://n2:8080", "http://n3:8080")
@@ -151,6 +152,48 @@ async def test_a_node_dying_mid_call_is_left_and_the_retry_keeps_the_payment_id(
     assert answer.paymentId == "p9"
     assert len(retried) == 1
     assert nodes.attempts[1:] == [("n1", "/payments/p9/makePayment"), ("n2", "/payments/p9/makePayment")]
+
+
+HOSTILE = "x/../../payments/victim/cancelPayment#"
+"""Sent unescaped, it became ``POST /payments/victim/cancelPayment``: a refund of someone else's payment."""
+Call = Callable[[PaymentsClient], Awaitable[object]]
+CALLS_WITH_A_HOSTILE_ID: dict[str, tuple[Call, str]] = {
+    "get_status": (lambda c: c.get_status(HOSTILE), "paymentId"),
+    "cancel_payment": (lambda c: c.cancel_payment(HOSTILE), "paymentId"),
+    "make_payment": (lambda c: c.make_payment(HOSTILE, "a", 5), "paymentId"),
+    "make_payment_account": (lambda c: c.make_payment("p1", HOSTILE, 5), "accountId"),
+    "balance": (lambda c: c.balance(HOSTILE), "accountId"),
+    "deposit": (lambda c: c.deposit(HOSTILE, 5), "accountId"),
+    "deposit_key": (lambda c: c.deposit("a", 5, idempotency_key=HOSTILE), "idempotency-key"),
+    "deposit_key_newline": (lambda c: c.deposit("a", 5, idempotency_key="k\n"), "idempotency-key"),
+    "deposit_key_empty": (lambda c: c.deposit("a", 5, idempotency_key=""), "idempotency-key"),
+}
+
+
+@pytest.mark.parametrize(("call", "field"), CALLS_WITH_A_HOSTILE_ID.values(), ids=CALLS_WITH_A_HOSTILE_ID)
+async def test_an_id_the_service_would_refuse_is_refused_before_anything_is_sent(
+    call: Call, field: str
+) -> None:
+    nodes = FakeNodes(n1=answers)
+    async with fake(nodes, NODES[0]) as client:
+        with pytest.raises(InvalidInputError, match=f"^{field}: "):
+            await call(client)
+    assert nodes.attempts == []
+
+
+async def test_a_valid_id_is_sent_as_that_one_path_segment() -> None:
+    sent: list[bytes] = []
+
+    def records(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.raw_path)
+        return httpx.Response(200, json={**ANSWER, "paymentId": "Az09-_.:"})
+
+    client = PaymentsClient(NODES[0])
+    client._http = httpx.AsyncClient(transport=httpx.MockTransport(records))
+    async with client:
+        await client.get_status("Az09-_.:")
+    # Restate decodes the escaped ":" back into the key.
+    assert sent == [b"/payments/Az09-_.%3A/getStatus"]
 
 
 def at_first(failing: Behaviour, times: int) -> Behaviour:
