@@ -10,32 +10,59 @@ ingress and its private handlers.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Final
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from payments import processes
 
 PUBLIC_KEY_PREFIX: Final = "publickeyv1_"
 _BASE58_ALPHABET: Final = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
+class KeyFileError(RuntimeError):
+    """The signing key on disk cannot be used; the message says why and what to do, in one line."""
+
+
 def ensure_private_key(path: Path) -> Ed25519PrivateKey:
     """Load the signing key at ``path``, creating it (readable by its owner only) on first use."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        # Created with 0600 from the start, so the key is never readable by others, not even briefly.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as key_file:
-            key_file.write(pem)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        processes.write_whole(path, pem)
+    return _load(path)
+
+
+def _load(path: Path) -> Ed25519PrivateKey:
+    try:
+        with path.open("rb") as key_file:
+            mode = stat.S_IMODE(os.fstat(key_file.fileno()).st_mode)
+            pem = key_file.read()
+    except OSError as error:
+        raise KeyFileError(f"cannot read the signing key {path}: {error.strerror}") from None
+    # Refused, not fixed: whoever could read it may have a copy, and only its owner can judge that.
+    if mode & 0o077:
+        raise KeyFileError(
+            f"the signing key {path} is open to other users (mode {mode:04o}): `chmod 600 {path}`"
+            " if nobody else can have read it, or delete it and a new one is made"
+        )
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, Ed25519PrivateKey):
-        raise TypeError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        raise KeyFileError(
+            f"{path} is not an Ed25519 private key (an older version could leave it empty after a crash):"
+            " delete it and a new one is made"
+        )
     return key
 
 

@@ -8,25 +8,31 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 # Loaded once here, not in each child: a dlopen between fork and exec can deadlock a threaded parent's child.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-        """Ask Linux to SIGKILL the child when its parent dies, even by SIGKILL."""
+def die_with_parent(signum: signal.Signals) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks Linux to send ``signum`` to the child when its parent dies, even by SIGKILL.
+
+    The "parent" is the thread that starts the child: start it from one that lives as long as it should.
+    """
+    parent = os.getpid()
+
+    def request() -> None:  # pragma: no cover - runs in the child between fork and exec
         if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signum)
             if os.getppid() != parent:  # the parent died before the request took effect
                 os._exit(1)
 
-    return die_with_parent
+    return request
 
 
 async def spawn(
@@ -45,7 +51,7 @@ async def spawn(
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with(os.getpid()),
+        preexec_fn=die_with_parent(signal.SIGKILL),
     )
 
 
@@ -61,6 +67,18 @@ async def terminate(process: asyncio.subprocess.Process, grace_seconds: float) -
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+def terminate_popen(process: subprocess.Popen[Any], grace_seconds: float) -> None:
+    """:func:`terminate` for a process started with :mod:`subprocess`, outside an event loop."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -109,6 +127,24 @@ def describe_exit(returncode: int) -> str:
 
 def write_pid(path: Path, pid: int) -> None:
     """Record a pid where users (and tests) can find it, never as a half-written file."""
+    write_whole(path, f"{pid}\n".encode())
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only, so that a crash leaves the old file or the new one.
+
+    Both the data and the rename are on disk when it returns: a file that is there is complete.
+    """
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(f"{pid}\n")
+    partial.unlink(missing_ok=True)  # left by a crash; O_EXCL below must create the file with our mode
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
     partial.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
