@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import psutil
 from payments import health, identity
 from payments.admin import Admin
 from payments.launcher import LaunchedStack, wait_ready
-from payments.processes import free_port
+from payments.processes import die_with_parent, free_port, terminate_popen
 
 Target = Literal["payments", "minimal", "health"]
 ACCOUNTS = 100
@@ -275,6 +276,7 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
             env={**os.environ, **settings.to_env()},
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - one prctl call, no lock taken
         )
     try:
         asyncio.run(_wait_until_answers(f"{settings.service_url}/health", process, log_path))
@@ -282,8 +284,7 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
         wait_ready(stack.settings, None, log_path)
         yield psutil.Process(process.pid)
     finally:
-        process.terminate()
-        process.wait(10)
+        terminate_popen(process, 10)
 
 
 async def _wait_until_answers(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

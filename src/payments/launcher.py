@@ -24,7 +24,7 @@ import psutil
 from payments import health
 from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
 from payments.config import SERVER, Settings
-from payments.processes import free_port_block
+from payments.processes import die_with_parent, free_port_block
 
 Part = Literal["service", "restate-server"]
 READY_TIMEOUT_SECONDS = 90.0
@@ -70,8 +70,11 @@ class LaunchedStack:
         self.stop()
 
     def start(self) -> None:
-        """Start ``payments up`` and wait until the service answers through Restate."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        """Start ``payments up`` and wait until the service answers through Restate.
+
+        A stack started from a thread stops when that thread ends: start it from the main thread.
+        """
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = {**os.environ, **self.extra_env, **self.settings.to_env()}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -81,6 +84,8 @@ class LaunchedStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # SIGTERM, not SIGKILL: a test run that is killed leaves no stack holding ports and the lock.
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - one prctl call, no lock taken
             )
         try:
             self._wait_started()
@@ -132,7 +137,7 @@ class LaunchedStack:
         """SIGKILL the supervisor and its children: the last resort of a test that failed."""
         for label in ("service", *(node.label for node in self.settings.restate_nodes)):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-                os.kill(int(self.settings.pid_file(label).read_text()), signal.SIGKILL)
+                os.kill(self._child(label), signal.SIGKILL)
         if self.process is not None:
             self.process.kill()
             self.process.wait()
@@ -151,14 +156,19 @@ class LaunchedStack:
         Raises ProcessLookupError when the pid file names no child of the supervisor: between a
         crash and the restart it names a dead process, whose pid another process may have taken.
         """
-        pid = self.pid(part, node)
+        pid = self._child(self.label(part, node))
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def _child(self, label: str) -> int:
+        """The pid in ``label``'s pid file; ProcessLookupError unless it is a child of our supervisor."""
+        pid = int(self.settings.pid_file(label).read_text())
         try:
             ours = self.process is not None and psutil.Process(pid).ppid() == self.process.pid
         except psutil.NoSuchProcess:
             ours = False
         if not ours:
-            raise ProcessLookupError(f"{self.label(part, node)} (pid {pid}) is not running")
-        os.kill(pid, signal.SIGKILL)
+            raise ProcessLookupError(f"{label} (pid {pid}) is not running")
         return pid
 
     def log_tail(self) -> str:

@@ -1,9 +1,11 @@
-"""The launcher's kill hits only children of its own supervisor, never a process that took a dead pid."""
+"""The launcher kills only children of its own supervisor, and its stack does not outlive it."""
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +52,58 @@ def test_kill_refuses_a_pid_that_is_not_a_child_of_the_supervisor(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_kill_everything_spares_a_pid_that_is_not_a_child_of_the_supervisor(
+    supervisor: tuple[LaunchedStack, int],
+) -> None:
+    stack, child = supervisor
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        stack.settings.pid_file("service").write_text(f"{stranger.pid}\n")
+        stack.settings.pid_file("restate-server").write_text(f"{child}\n")
+
+        stack.kill_everything()
+
+        _, alive = psutil.wait_procs([psutil.Process(child)], timeout=5)
+        assert alive == []
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+LAUNCH_AND_HANG = """
+import sys, time
+from pathlib import Path
+from payments.launcher import LaunchedStack
+stack = LaunchedStack(Path(sys.argv[1]))
+stack.start()
+print(stack.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="children die with their parent on Linux only")
+def test_a_killed_test_run_leaves_no_stack_behind(tmp_path: Path) -> None:
+    test_run = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH_AND_HANG, str(tmp_path / "data")], stdout=subprocess.PIPE, text=True
+    )
+    assert test_run.stdout is not None
+    started = test_run.stdout.readline()
+    assert started, "the launcher did not start its stack (its error is above)"
+    supervisor = psutil.Process(int(started))
+    stack = [supervisor, *supervisor.children(recursive=True)]
+    try:
+        assert len(stack) >= 3  # payments up, restate-server, the service
+
+        test_run.send_signal(signal.SIGKILL)
+        test_run.wait()
+
+        _, alive = psutil.wait_procs(stack, timeout=30)
+        assert alive == []
+    finally:
+        for process in stack:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        test_run.stdout.close()
