@@ -259,12 +259,14 @@ _ClientCall = Callable[[PaymentsClient, argparse.Namespace], Awaitable[pydantic.
 
 
 def _up(_args: argparse.Namespace, settings: Settings) -> int:
-    print_welcome(settings)
     try:
+        print_welcome(settings)
         asyncio.run(stack.supervise(settings))
     except StackError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor catches it: nothing has started yet
+        return 130  # the shell's code for SIGINT
     return 0
 
 

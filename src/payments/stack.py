@@ -2,7 +2,7 @@
 
 It starts restate-server (one, or every node of a cluster at once), waits until it is healthy,
 starts the service, registers the deployment, and then restarts whichever process dies, until
-SIGINT or SIGTERM stops them all.
+SIGINT, SIGTERM or SIGHUP stops them all.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import fcntl
 import os
 import re
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -33,6 +34,8 @@ START_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 STABLE_AFTER_SECONDS = 10.0
 """A child that ran this long before dying is restarted after the shortest pause again."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, a service manager, and the terminal closing: each stops the stack cleanly."""
 
 Say = Callable[[str], None]
 
@@ -93,21 +96,31 @@ class Stack:
     """restate-server (one or a cluster of nodes) and the payment service for one set of settings.
 
     It writes into the data directory from the start: run it through :func:`supervise`, which
-    holds the directory's lock.
+    holds the directory's lock and sets ``stopping`` on a stop signal.
     """
 
-    def __init__(self, settings: Settings, say: Say = say_to_stderr) -> None:
+    def __init__(self, settings: Settings, stopping: asyncio.Event, say: Say = say_to_stderr) -> None:
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "logs").mkdir(exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        if mode & 0o077:
+            say(
+                f"note: {data_dir} is open to other users (mode {mode:04o});"
+                f" `chmod 700 {data_dir}` makes it private"
+            )
+        logs = data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        logs.chmod(0o700)  # older versions made it, and the logs in it, readable by all
         signing_key = data_dir / "identity" / "private.pem"
-        settings = dataclasses.replace(
-            settings, identity_key=identity.public_key(identity.ensure_private_key(signing_key))
-        )
+        try:
+            key = identity.ensure_private_key(signing_key)
+        except identity.KeyFileError as error:
+            raise StackError(str(error)) from None
+        settings = dataclasses.replace(settings, identity_key=identity.public_key(key))
         self.settings = settings
         self.say = say
         self._signing_key = signing_key
-        self._stopping = asyncio.Event()
+        self._stopping = stopping
         env = {**os.environ, **settings.to_env()}
         self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
@@ -116,7 +129,7 @@ class Stack:
             env=env,
             health_urls=(settings.service_health_url,),
             pid_file=settings.pid_file("service"),
-            log=(data_dir / "logs" / "service.log").open("ab"),
+            log=_open_log(logs / "service.log"),
         )
 
     def _server(self, node: Node, env: dict[str, str]) -> Child:
@@ -128,14 +141,11 @@ class Stack:
             env=env,
             health_urls=node.health_urls,
             pid_file=self.settings.pid_file(node.label),
-            log=(data_dir / "logs" / f"{node.label}.log").open("ab"),
+            log=_open_log(data_dir / "logs" / f"{node.label}.log"),
         )
 
     async def run(self) -> None:
-        """Start everything, supervise until SIGINT or SIGTERM, then stop everything."""
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._stopping.set)
+        """Start everything, supervise until a stop signal, then stop everything."""
         ready_file = self.settings.ready_file
         # Left behind by a supervisor that was killed: the pids in them are not ours.
         for stale in (*(child.pid_file for child in self.children), ready_file):
@@ -150,7 +160,7 @@ class Stack:
             await self.stop()
 
     async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
-        """Run ``work`` unless SIGINT or SIGTERM comes first (then cancel it); whether it finished."""
+        """Run ``work`` unless a stop signal comes first (then cancel it); whether it finished."""
         task = asyncio.create_task(work)
         stopping = asyncio.create_task(self._stopping.wait())
         try:
@@ -285,16 +295,38 @@ async def supervise(settings: Settings, say: Say = say_to_stderr) -> None:
     """What ``payments up`` does: lock the data directory, then run a :class:`Stack` until stopped.
 
     The lock comes before anything is written there: a second ``payments up`` on the same
-    directory is refused without touching the first one's files.
+    directory is refused without touching the first one's files. The stop signals are caught
+    first of all, so that one that comes while the key is made stops the stack like any other.
     """
-    with _exclusive(settings.data_dir):
-        await Stack(settings, say).run()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
+    with _owner_only(), _exclusive(settings.data_dir):
+        await Stack(settings, stopping, say).run()
+
+
+@contextlib.contextmanager
+def _owner_only() -> Iterator[None]:
+    """Create every file and directory, ours and restate-server's, open to their owner only."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """Open a child's log for appending, private to its owner."""
+    log = path.open("ab")
+    os.fchmod(log.fileno(), 0o600)
+    return log
 
 
 @contextlib.contextmanager
 def _exclusive(data_dir: Path) -> Iterator[None]:
     """Hold a lock on the data directory: two stacks on one directory would corrupt it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with (data_dir / "stack.lock").open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
