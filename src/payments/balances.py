@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
-from payments.validation import MAX_BALANCE, InvalidInputError
+from dataclasses import dataclass
+from typing import Final
+
+from payments.validation import InvalidInputError
+
+MAX_BALANCE: Final = 2**53 - 1
+"""Largest balance an account can ever have, so that every JSON client reads balances exactly."""
 
 
-def after_deposit(balance: int, amount: int) -> int:
-    """The balance after a deposit, which may not pass :data:`MAX_BALANCE`."""
-    if balance + amount > MAX_BALANCE:
-        raise InvalidInputError(f"amount: the balance would exceed {MAX_BALANCE} cents")
-    return balance + amount
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account's balance, and the cents its payments took that a cancel may still give back.
 
+    A refund is never refused (the money was the account's), so a deposit is what keeps the
+    balance within :data:`MAX_BALANCE`: it may not take ``balance + refundable`` above it. Neither
+    a withdrawal nor a refund changes that sum, so no refund can lift the balance past the maximum.
+    The account is not told when a payment's window expires, so an expired payment still counts as
+    refundable: the room for deposits shrinks by every payment ever made and not refunded.
+    """
 
-def after_withdrawal(balance: int, amount: int) -> int | None:
-    """The balance after a withdrawal, or None when it would overdraw the account."""
-    if amount > balance:
-        return None
-    return balance - amount
+    balance: int
+    refundable: int = 0
+
+    def after_deposit(self, amount: int) -> Account:
+        """The account after a deposit, refused when the balance could pass :data:`MAX_BALANCE`."""
+        if self.balance + self.refundable + amount > MAX_BALANCE:
+            held = f" plus {self.refundable} cents that cancels may refund" if self.refundable else ""
+            raise InvalidInputError(f"amount: the balance{held} would exceed {MAX_BALANCE} cents")
+        return Account(self.balance + amount, self.refundable)
+
+    def after_withdrawal(self, amount: int) -> Account | None:
+        """The account after a payment's withdrawal, or None when it would overdraw the account."""
+        if amount > self.balance:
+            return None
+        return Account(self.balance - amount, self.refundable + amount)
+
+    def after_refund(self, amount: int) -> Account:
+        """The account after a payment's withdrawal is given back."""
+        # An account stored before refundable was tracked may refund more than it counts.
+        return Account(self.balance + amount, max(0, self.refundable - amount))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from payments.balances import MAX_BALANCE
+
 PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 MAX_NODES = 9
@@ -102,8 +104,11 @@ class Settings:
                 f"{PREFIX}EXPIRY_SECONDS must be more than 0 and at most {MAX_EXPIRY_SECONDS},"
                 f" not {self.expiry_seconds}"
             )
-        if self.opening_balance < 0:
-            raise ValueError(f"{PREFIX}OPENING_BALANCE must not be negative")
+        if not 0 <= self.opening_balance <= MAX_BALANCE:
+            raise ValueError(
+                f"{PREFIX}OPENING_BALANCE must be 0 to {MAX_BALANCE} cents (the largest balance every"
+                f" JSON client reads exactly), not {self.opening_balance}"
+            )
         if self.partitions < 1:
             raise ValueError(f"{PREFIX}PARTITIONS must be at least 1, not {self.partitions}")
         if not 1 <= self.nodes <= MAX_NODES:

@@ -7,6 +7,7 @@ offending field; a rejected request never reaches the state machine, so it chang
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
 import pydantic
@@ -18,11 +19,11 @@ ID_MAX_LENGTH: Final = 128
 ID_PATTERN: Final = r"^[A-Za-z0-9_.:\-]+$"
 MAX_AMOUNT: Final = 1_000_000_000_000
 """Largest amount in cents of one payment or deposit: 10 billion in whole units."""
-MAX_BALANCE: Final = 2**53 - 1
-"""Largest balance a deposit may produce, so that every JSON client reads balances exactly."""
 MAX_BODY_BYTES: Final = 4096
 """Largest request body accepted; the largest valid one is far smaller."""
 MAX_JSON_DEPTH: Final = 8
+QUOTE_LENGTH: Final = 64
+"""Most characters of client input an error message repeats."""
 _ID_ALPHABET: Final = "may only contain ASCII letters, digits and the characters - _ . :"
 
 Id = Annotated[
@@ -37,6 +38,17 @@ Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
 
 class InvalidInputError(ValueError):
     """A request that breaks the input rules; the message names the field."""
+
+
+def printable(text: str, limit: int = QUOTE_LENGTH) -> str:
+    """``text`` as printable ASCII, for messages that repeat client input.
+
+    Backslash escapes stand for everything else, lone surrogates included: the SDK cannot encode
+    those, and a handler whose error message it cannot send is retried for ever while it holds its
+    key. At most ``limit`` characters are shown.
+    """
+    shown = text[:limit].encode("unicode_escape").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
 
 
 class PaymentRequest(pydantic.BaseModel):
@@ -98,45 +110,61 @@ def parse_json(body: bytes) -> Any:
         raise
     except (ValueError, RecursionError) as error:
         raise InvalidInputError(f"body: not valid JSON ({error})") from None
-    if _depth(document) > MAX_JSON_DEPTH:
-        raise InvalidInputError(f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+    _check_tree(document)
     return document
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for key, value in pairs:
+        _check_unicode(key, key)
         if key in document:
-            raise InvalidInputError(f"{key}: appears more than once in one object")
+            raise InvalidInputError(f"{printable(key)}: appears more than once in one object")
         document[key] = value
     return document
+
+
+def _check_unicode(text: str, field: str) -> None:
+    r"""Refuse a string with a lone surrogate, which a JSON escape such as ``"\ud800"`` decodes to."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            f"{printable(field) or 'body'}: not valid Unicode (a lone surrogate such as \\ud800)"
+        ) from None
 
 
 def _reject_constant(name: str) -> Any:
     raise InvalidInputError(f"body: {name} is not a JSON number")
 
 
-def _depth(document: Any) -> int:
+def _check_tree(document: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` and strings that are not valid Unicode."""
     # Iterative: json.loads accepts nesting deeper than Python's recursion limit.
-    deepest, pending = 0, [(document, 1)]
+    pending: list[tuple[Any, int, str]] = [(document, 1, "")]
     while pending:
-        value, depth = pending.pop()
+        value, depth, path = pending.pop()
+        if isinstance(value, str):
+            _check_unicode(value, path)
+            continue
         if isinstance(value, dict):
-            children = list(value.values())
+            children: Iterable[tuple[object, Any]] = value.items()
         elif isinstance(value, list):
-            children = value
+            children = enumerate(value)
         else:
             continue
-        deepest = max(deepest, depth)
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidInputError(f"body: nested deeper than {MAX_JSON_DEPTH} levels")
+        pending.extend(
+            (child, depth + 1, f"{path}.{name}" if path else str(name)) for name, child in children
+        )
 
 
 def _describe(error: pydantic.ValidationError, whole: str) -> str:
     """One line per problem, each starting with the field it is about."""
     problems = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or whole
+        field = printable(".".join(str(part) for part in item["loc"])) or whole
         message = _ID_ALPHABET if item["type"] == "string_pattern_mismatch" else item["msg"]
         problems.append(f"{field}: {message}")
     return "; ".join(problems)

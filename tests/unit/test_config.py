@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from payments.balances import MAX_BALANCE
 from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, PREFIX, Settings
 
 DEFAULTS: dict[str, object] = {
@@ -52,6 +53,7 @@ def test_defaults() -> None:
         ("PAYMENTS_EXPIRY_SECONDS", "1.5", "expiry_seconds", 1.5),
         ("PAYMENTS_EXPIRY_SECONDS", "60", "expiry_seconds", 60.0),
         ("PAYMENTS_OPENING_BALANCE", "0", "opening_balance", 0),
+        ("PAYMENTS_OPENING_BALANCE", str(MAX_BALANCE), "opening_balance", MAX_BALANCE),
     ],
     ids=str,
 )
@@ -89,6 +91,8 @@ def test_overrides_win_over_the_environment_unless_none() -> None:
         ("PAYMENTS_EXPIRY_SECONDS", "-1"),
         ("PAYMENTS_OPENING_BALANCE", "-1"),
         ("PAYMENTS_OPENING_BALANCE", "1.5"),
+        ("PAYMENTS_OPENING_BALANCE", str(MAX_BALANCE + 1)),
+        ("PAYMENTS_OPENING_BALANCE", "9" * 30),
         ("PAYMENTS_NODES", "0"),
         ("PAYMENTS_NODES", str(MAX_NODES + 1)),
         ("PAYMENTS_NODES", "three"),
@@ -101,7 +105,11 @@ def test_bad_value_names_its_variable(variable: str, raw: str) -> None:
         Settings.from_env({variable: raw})
 
 
-@pytest.mark.parametrize("override", [{"expiry_seconds": 0.0}, {"opening_balance": -5}], ids=str)
+@pytest.mark.parametrize(
+    "override",
+    [{"expiry_seconds": 0.0}, {"opening_balance": -5}, {"opening_balance": MAX_BALANCE + 1}],
+    ids=str,
+)
 def test_bad_override_is_refused(override: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=PREFIX):
         Settings.from_env({}, **override)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from payments.service import MAX_MESSAGE_LENGTH, rejection
 from payments.state_machine import Charge
 from payments.validation import (
     ID_MAX_LENGTH,
     MAX_AMOUNT,
     MAX_BODY_BYTES,
+    QUOTE_LENGTH,
     InvalidInputError,
     parse_amount,
     parse_id,
     parse_payment_request,
+    printable,
 )
 
 ID_ALPHABET = string.ascii_letters + string.digits + "-_.:"
@@ -59,6 +65,18 @@ BAD_BODIES = {
     "unknown-field": (b'{"accountId": "abc", "amount": 100, "currency": "EUR"}', "currency"),
     "duplicate-key": (b'{"accountId": "abc", "amount": 1, "amount": 100}', "amount"),
     "nested-duplicate-key": (body(amount='{"a": 1, "a": 2}'), "a"),
+    "lone-surrogate-duplicate-key": (b'{"\\ud800": 1, "\\ud800": 2}', "\\ud800"),
+    "lone-surrogate-nested-duplicate-key": (body(amount='{"\\ud800": 1, "\\ud800": 2}'), "\\ud800"),
+    "lone-surrogate-unknown-key": (b'{"accountId": "abc", "amount": 1, "\\udfff": 1}', "\\udfff"),
+    "lone-surrogate-account": (body(account='"\\ud800"'), "accountId"),
+    "half-a-surrogate-pair": (body(account='"a\\ud83d"'), "accountId"),
+    "lone-surrogate-nested-value": (body(amount='{"a": ["x", "\\udc00"]}'), "amount.a.1"),
+    "lone-surrogate-top-level": (b'"\\ud800"', "body"),
+    "escapes-in-unknown-key": (
+        b'{"accountId": "abc", "amount": 1, "a\\u0000\\n\\u00e9": 1}',
+        "a\\x00\\n\\xe9",
+    ),
+    "surrogate-as-utf8-bytes": (b'{"accountId": "\xed\xa0\x80", "amount": 1}', "body"),
     "not-json": (b'{"accountId": "abc", "amount": 100', "body"),
     "not-an-object": (b"[]", "body"),
     "not-utf8": (b"\xff", "body"),
@@ -96,8 +114,8 @@ def test_bad_deposit_amount_names_amount(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\xff", b"1e", b"NaN", b" " * MAX_BODY_BYTES + b"1", nested(9).encode()],
-    ids=["empty", "not-utf8", "not-json", "nan", "too-large", "nested"],
+    [b"", b"\xff", b"1e", b"NaN", b" " * MAX_BODY_BYTES + b"1", nested(9).encode(), b'"\\ud800"'],
+    ids=["empty", "not-utf8", "not-json", "nan", "too-large", "nested", "lone-surrogate"],
 )
 def test_bad_deposit_body_names_body(raw: bytes) -> None:
     with pytest.raises(InvalidInputError, match=r"^body: "):
@@ -163,3 +181,68 @@ def test_parse_id_rejects_and_names_the_field(value: str, field: str) -> None:
         parse_id(value, field)
 
     assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_a_long_key_is_quoted_short() -> None:
+    key = "k" * 2000
+    with pytest.raises(InvalidInputError) as caught:
+        parse_payment_request(f'{{"accountId": "abc", "amount": 1, "{key}": 1}}'.encode())
+
+    assert str(caught.value).startswith(f"{'k' * QUOTE_LENGTH}...: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("amount", "amount"),
+        ("\ud800x", "\\ud800x"),
+        ("a\\b\x07\u00e9", "a\\\\b\\x07\\xe9"),
+        ("ab" * 40, "ab" * 32 + "..."),
+    ],
+    ids=["plain", "lone-surrogate", "backslash-control-latin", "long"],
+)
+def test_printable_escapes_and_bounds_what_it_quotes(text: str, shown: str) -> None:
+    assert printable(text) == shown
+
+
+hostile_text = st.text(st.characters(categories=["Cs"]) | st.characters(), max_size=20)
+hostile_documents = st.recursive(
+    st.none() | st.integers() | hostile_text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(hostile_text, children, max_size=3),
+    max_leaves=8,
+)
+hostile_bodies = st.one_of(
+    st.binary(max_size=64),
+    hostile_documents.map(lambda document: json.dumps(document).encode()),
+    st.builds(
+        lambda key, document: f'{{"accountId": "abc", "amount": 1, {key}: 1, {key}: {document}}}'.encode(
+            "utf-8", "surrogatepass"
+        ),
+        hostile_text.map(json.dumps),
+        hostile_documents.map(json.dumps),
+    ),
+)
+
+
+@given(raw=hostile_bodies)
+def test_every_refusal_is_a_message_the_sdk_can_send(raw: bytes) -> None:
+    """Whatever the bytes: parsed, or refused with a message that encodes as UTF-8 and names a field."""
+    for parse in (parse_payment_request, parse_amount):
+        try:
+            parse(raw)
+        except InvalidInputError as error:
+            message = str(error)
+            message.encode("utf-8")
+            assert ": " in message
+
+
+@pytest.mark.parametrize(
+    "message", ["\ud800: appears more than once", "x" * 100_000], ids=["lone-surrogate", "huge"]
+)
+def test_a_rejection_can_always_be_sent(message: str) -> None:
+    """The last line of defence for messages the validation did not escape."""
+    error = rejection(message, 400)
+
+    assert error.message.encode("utf-8")
+    assert len(error.message) <= MAX_MESSAGE_LENGTH
+    assert error.status_code == 400
