@@ -1,10 +1,11 @@
-"""`make run` as a user runs it: the two curl commands, a kill -9, Ctrl-C, and a second start."""
+"""`make run` as a user runs it: the two curl commands, a kill -9, Ctrl-C, a second start, a hang-up."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,11 +65,14 @@ class MakeRun:
     def pid(self, part: str) -> int:
         return int((self.settings.data_dir / f"{part}.pid").read_text())
 
-    def terminate(self) -> list[psutil.Process]:
-        """SIGTERM to the process group, like Ctrl-C or a service manager; returns survivors."""
+    def terminate(self, signum: signal.Signals = signal.SIGTERM) -> list[psutil.Process]:
+        """Signal the process group: SIGTERM like a service manager, SIGHUP like closing the terminal.
+
+        Returns the survivors.
+        """
         everything = self.processes()
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(self.process.pid, signum)
         _, alive = psutil.wait_procs(everything, timeout=15)
         return alive
 
@@ -98,6 +102,10 @@ def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) ->
     ready_file = make_run.settings.ready_file
     wait_for(ready_file.exists, "payments up to write its ready file")
     assert int(ready_file.read_text()) in {process.pid for process in make_run.processes()}
+    data_dir = make_run.settings.data_dir
+    ours = (data_dir, *data_dir.iterdir(), *(data_dir / "logs").iterdir(), *(data_dir / "identity").iterdir())
+    open_to_others = [path for path in ours if stat.S_IMODE(path.stat().st_mode) & 0o077]
+    assert open_to_others == []
 
     assert make_run.curl(MAKE_PAYMENT)["outcome"] == "completed"
     service = make_run.pid("service")
@@ -115,4 +123,5 @@ def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) ->
     make_run.start()
     assert make_run.curl(MAKE_PAYMENT)["outcome"] == "repeated"
     assert make_run.curl(CANCEL_PAYMENT)["outcome"] == "refunded"
-    assert make_run.terminate() == []
+    assert make_run.terminate(signal.SIGHUP) == []
+    assert not ready_file.exists()
