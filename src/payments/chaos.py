@@ -1,7 +1,8 @@
 """``payments chaos``: a storm of duplicated, conflicting and cancelled payments while processes die.
 
 A run starts its own stack (fresh data directory, free ports; one restate-server or a cluster of
-nodes), plans a random script for every payment id and a set of deposits from one seed, plays the
+nodes; optionally a short expiry window, so that ids go through several lifecycles), plans a random
+script for every payment id and a set of deposits from one seed, plays the
 scripts through many concurrent clients spread over the nodes' ingresses while two loops SIGKILL
 the service and restate-server (one node at a time, unless told otherwise) at random moments,
 waits until Restate has nothing left to run, reads every payment's status and every balance, and
@@ -31,8 +32,18 @@ from payments import health
 from payments.admin import Admin, AdminError
 from payments.answers import BalanceAnswer, PaymentAnswer
 from payments.client import NotRunningError, PaymentsClient, ServiceError, rotated, until_answered
-from payments.config import MAX_NODES, SERVER
-from payments.invariants import CANCEL, DEPOSIT, PAY, Call, Request, Violation, check
+from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, SERVER, Settings
+from payments.invariants import (
+    CANCEL,
+    DEPOSIT,
+    PAY,
+    Call,
+    Expiry,
+    Request,
+    Violation,
+    check,
+    lifecycles_seen,
+)
 from payments.launcher import LaunchedStack, Part
 
 RETRY_DEADLINE_SECONDS: Final = 300.0
@@ -48,9 +59,23 @@ PATTERNS: Final = {
     "cancel-during": 15,
     "cancel-after": 25,
     "cancel-only": 5,
+    "drain": 5,
+    "declined-retry": 6,
 }
 """How often each kind of script is drawn, in relative weights."""
+LIFECYCLES_WEIGHT: Final = 30
+"""The weight of scripts that play several of the others on one id, about a window apart; only drawn
+when the run sets a short expiry window."""
+LIFECYCLE_ROUNDS: Final = (2, 4)
+ROUND_GAP_WINDOWS: Final = (0.5, 1.5)
+"""The gap between two rounds, in expiry windows: some land in the same lifecycle, some after it."""
 PAYMENT_AMOUNTS: Final = (1, 2000)
+DRAIN_SHARE: Final = (1 / 3, 1.0)
+"""A draining payment takes this share of an opening balance: accounts run dry and decline."""
+RETRY_SHARE: Final = (0.1, 0.5)
+"""A payment retried after a deposit of its amount, which may have been declined the first time."""
+SHARES: Final = {"drain": DRAIN_SHARE, "declined-retry": RETRY_SHARE}
+OPENING_BALANCE: Final = Settings().opening_balance
 DEPOSIT_AMOUNTS: Final = (100, 5000)
 DEPOSITS_PER_ID: Final = 0.25
 DUPLICATE_DEPOSIT_CHANCE: Final = 0.25
@@ -59,6 +84,7 @@ UNSETTLED_SQL: Final = (
     " FROM sys_invocation WHERE status <> 'completed'"
     " GROUP BY target_service_name, target_handler_name, status"
 )
+HTTP_SERVER_ERROR: Final = 500
 PARTS: Final[tuple[Part, ...]] = ("service", "restate-server")
 _SENT, _ANSWERED = 0, 1
 
@@ -82,6 +108,9 @@ class ChaosOptions:
     """Seconds a (re)started process runs at least before it is killed; the most is ``kill_max``."""
     kill_max: float = 12.0
     settle_timeout: float = 300.0
+    expiry: float | None = None
+    """The stack's expiry window (``PAYMENTS_EXPIRY_SECONDS``) in seconds; None keeps the day it has
+    by default, which no run outlasts. A few seconds make ids go through several lifecycles."""
     data_dir: Path | None = None
     """Where the stack keeps its data; None for a fresh temporary directory, removed after a clean run."""
 
@@ -92,6 +121,8 @@ class ChaosOptions:
         for name in ("ids", "accounts", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1")
+        if self.expiry is not None and not 0 < self.expiry <= MAX_EXPIRY_SECONDS:
+            raise ValueError(f"--expiry must be more than 0 and at most {MAX_EXPIRY_SECONDS:.0f}")
         if not 0 < self.kill_min <= self.kill_max:
             raise ValueError("--kill-min must be positive and at most --kill-max")
         if not 1 <= self.nodes <= MAX_NODES:
@@ -132,12 +163,13 @@ class Plan:
     accounts: tuple[str, ...]
 
 
-def plan(options: ChaosOptions, seed: int) -> Plan:
+def plan(options: ChaosOptions, seed: int, opening_balance: int = OPENING_BALANCE) -> Plan:
     """Draw a script for every payment id, and the deposits, from ``seed``."""
     rng = random.Random(seed)  # noqa: S311 - repeatable choices, not secrets
     accounts = tuple(f"a{index:03d}" for index in range(options.accounts))
     payment_ids = tuple(f"p{index:05d}" for index in range(options.ids))
-    scripts = [_payment_script(rng, payment_id, accounts, options.duration) for payment_id in payment_ids]
+    draw = _Draw(rng, accounts, options, opening_balance)
+    scripts = [draw.script(payment_id) for payment_id in payment_ids]
     for index in range(max(options.accounts, round(options.ids * DEPOSITS_PER_ID))):
         deposit = Request(
             DEPOSIT,
@@ -151,39 +183,75 @@ def plan(options: ChaosOptions, seed: int) -> Plan:
     return Plan(tuple(scripts), payment_ids, accounts)
 
 
-def _payment_script(rng: random.Random, payment_id: str, accounts: Sequence[str], duration: float) -> Script:
-    """Bursts of makePayment, duplicated and sometimes conflicting, with a cancel before, during or after."""
-    charge = Request(PAY, payment_id, rng.choice(accounts), rng.randint(*PAYMENT_AMOUNTS))
-    conflicting = Request(PAY, payment_id, rng.choice(accounts), (charge.amount or 0) + rng.randint(1, 99))
-    cancel = Request(CANCEL, payment_id)
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    """Draws the script of each payment id."""
 
-    def burst() -> list[Request]:
-        size = rng.choice(BURST_SIZES)
-        return [conflicting if rng.random() < CONFLICT_CHANCE else charge for _ in range(size)]
+    rng: random.Random
+    accounts: Sequence[str]
+    options: ChaosOptions
+    opening_balance: int
 
-    def maybe(requests: list[Request]) -> list[list[Request]]:
-        return [requests] if rng.random() < 0.5 else []
+    def script(self, payment_id: str) -> Script:
+        """The steps of one payment id.
 
-    pattern = rng.choices(list(PATTERNS), weights=list(PATTERNS.values()))[0]
-    groups: list[list[Request]]
-    if pattern == "pay":
-        groups = [burst(), *maybe(burst())]
-    elif pattern == "cancel-before":
-        groups = [[cancel], burst()]
-    elif pattern == "cancel-during":
-        during = burst()
-        during.insert(rng.randrange(len(during) + 1), cancel)
-        groups = [during]
-    elif pattern == "cancel-after":
-        groups = [burst(), [cancel], *maybe(burst()), *maybe([cancel])]
-    else:
-        groups = [[cancel], *maybe([cancel, cancel])]
-    at = rng.uniform(0, duration * SCRIPT_SPREAD)
-    steps = []
-    for group in groups:
-        steps.append(Step(at, tuple(group)))
-        at += rng.uniform(*STEP_GAP_SECONDS)
-    return tuple(steps)
+        Bursts of makePayment, duplicated and sometimes conflicting, with a cancel before, during or
+        after; a payment that drains its account, or one retried after a deposit of its amount; with a
+        short expiry window, several of those on one id, about a window apart.
+        """
+        rng, expiry = self.rng, self.options.expiry
+        weights = {**PATTERNS, "lifecycles": LIFECYCLES_WEIGHT if expiry is not None else 0}
+        pattern = rng.choices(list(weights), weights=list(weights.values()))[0]
+        share = SHARES.get(pattern)
+        if share is None:
+            amount = rng.randint(*PAYMENT_AMOUNTS)
+        else:
+            low, high = (round(self.opening_balance * part) for part in share)
+            amount = max(1, rng.randint(low, high))
+        charge = Request(PAY, payment_id, rng.choice(self.accounts), amount)
+        if pattern == "lifecycles":
+            basic = [name for name in PATTERNS if name not in ("drain", "declined-retry")]
+            rounds = [self._groups(rng.choice(basic), charge) for _ in range(rng.randint(*LIFECYCLE_ROUNDS))]
+        else:
+            rounds = [self._groups(pattern, charge)]
+        at = rng.uniform(0, self.options.duration * SCRIPT_SPREAD)
+        steps = []
+        for index, groups in enumerate(rounds):
+            if index and expiry is not None:
+                at += rng.uniform(*ROUND_GAP_WINDOWS) * expiry
+            for group in groups:
+                steps.append(Step(at, tuple(group)))
+                at += rng.uniform(*STEP_GAP_SECONDS)
+        return tuple(steps)
+
+    def _groups(self, pattern: str, charge: Request) -> list[list[Request]]:
+        """The requests of one pattern, in groups sent one after the other."""
+        rng = self.rng
+        amount, account = charge.amount or 0, charge.account_id or ""
+        conflicting = Request(PAY, charge.target, rng.choice(self.accounts), amount + rng.randint(1, 99))
+        cancel = Request(CANCEL, charge.target)
+
+        def burst() -> list[Request]:
+            size = rng.choice(BURST_SIZES)
+            return [conflicting if rng.random() < CONFLICT_CHANCE else charge for _ in range(size)]
+
+        def maybe(requests: list[Request]) -> list[list[Request]]:
+            return [requests] if rng.random() < 0.5 else []
+
+        if pattern in ("pay", "drain"):
+            return [burst(), *maybe(burst())]
+        if pattern == "declined-retry":
+            top_up = Request(DEPOSIT, account, amount=amount, idempotency_key=f"t{charge.target}")
+            return [burst(), [top_up], [charge]]
+        if pattern == "cancel-before":
+            return [[cancel], burst()]
+        if pattern == "cancel-during":
+            during = burst()
+            during.insert(rng.randrange(len(during) + 1), cancel)
+            return [during]
+        if pattern == "cancel-after":
+            return [burst(), [cancel], *maybe(burst()), *maybe([cancel])]
+        return [[cancel], *maybe([cancel, cancel])]
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -208,6 +276,10 @@ class Report:
     most_nodes_down: int = 0
     """The most restate-server nodes that were down at once, counting each from its kill until it
     answered again."""
+    lifecycles: dict[int, int] = field(init=False)
+    """How many payment ids the answers prove went through each number of lifecycles (at least)."""
+    expiries_seen: int = field(init=False)
+    """Lifecycles that the answers prove ended: each one after the first of an id."""
     calls_by_kind: dict[str, int] = field(init=False)
     answers_by_status: dict[str, int] = field(init=False)
     outcomes: dict[str, int] = field(init=False)
@@ -217,6 +289,9 @@ class Report:
     """The longest time during which calls were waiting and none was answered."""
 
     def __post_init__(self) -> None:
+        per_id = lifecycles_seen(self.calls).values()
+        self.lifecycles = dict(sorted(Counter(per_id).items()))
+        self.expiries_seen = sum(max(0, count - 1) for count in per_id)
         self.slowest_calls = slowest_calls(self.calls)
         self.longest_stall_seconds = longest_stall(self.calls)
         self.calls_by_kind = dict(Counter(call.request.kind for call in self.calls))
@@ -247,6 +322,8 @@ class Report:
             f"{self.storm_seconds:.1f} s, {options.ids} payment ids, {options.accounts} accounts,"
             f" {options.concurrency} clients"
         )
+        if options.expiry is not None:
+            storm += f", ids expire after {options.expiry:g} s"
         kills = {part: str(self.kills.get(part, 0)) for part in PARTS}
         if options.nodes > 1:
             storm += f", {options.nodes} restate-server nodes"
@@ -266,6 +343,11 @@ class Report:
             ("calls sent", f"{counts(self.calls_by_kind)}  (total {len(self.calls)})"),
             ("answers by status", counts(self.answers_by_status)),
             ("outcomes", counts(self.outcomes)),
+            (
+                "lifecycles per id",
+                "  ".join(f"{count}: {ids}" for count, ids in self.lifecycles.items())
+                + f"  (ids by lifecycles seen; {self.expiries_seen} expiries seen)",
+            ),
             ("retries", str(self.retries)),
             ("kills", "  ".join(f"{part} {count}" for part, count in sorted(kills.items()))),
             *([("nodes down at once", f"at most {self.most_nodes_down}")] if options.nodes > 1 else []),
@@ -293,6 +375,8 @@ class Report:
             "callsByKind": self.calls_by_kind,
             "answersByStatus": self.answers_by_status,
             "outcomes": self.outcomes,
+            "lifecyclesPerId": {str(count): ids for count, ids in self.lifecycles.items()},
+            "expiriesSeen": self.expiries_seen,
             "retries": self.retries,
             "kills": self.kills,
             "killsByNode": {str(node): count for node, count in sorted(self.kills_by_node.items())},
@@ -369,6 +453,7 @@ def _call_json(call: Call) -> dict[str, Any]:
         "sentAt": round(call.sent_at, 3),
         "answeredAt": None if call.answered_at is None else round(call.answered_at, 3),
         "attempts": call.attempts,
+        "lostAttempts": call.lost_attempts,
         "status": call.status,
         "answer": None if call.answer is None else call.answer.model_dump(mode="json"),
         "error": call.error,
@@ -438,7 +523,10 @@ def run(
     data_dir = options.data_dir or Path(tempfile.mkdtemp(prefix="payments-chaos-"))
     if progress is not None:
         progress.say(f"chaos: seed {seed}; starting a stack in {data_dir}")
-    with LaunchedStack(data_dir, env=stack_env, nodes=options.nodes) as stack:
+    env = dict(stack_env or {})
+    if options.expiry is not None:
+        env["PAYMENTS_EXPIRY_SECONDS"] = str(options.expiry)
+    with LaunchedStack(data_dir, env=env, nodes=options.nodes) as stack:
         report = asyncio.run(_Run(stack, options, seed, progress).play())
     if options.data_dir is None and report.ok:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -455,7 +543,7 @@ class _Run:
         self.options = options
         self.seed = seed
         self.progress = progress
-        self.plan = plan(options, seed)
+        self.plan = plan(options, seed, stack.settings.opening_balance)
         self.calls: list[Call] = []
         self.in_flight = 0
         self.retries = 0
@@ -486,8 +574,9 @@ class _Run:
             settle_seconds = self.elapsed() - storm_seconds if settled else None
             self.phase = "reading the final state"
             statuses, balances = await self._final_state()
+            expiry = Expiry(self.stack.settings.expiry_seconds, read_by=self.elapsed())
             self.phase = "done"
-        violations = check(self.stack.settings.opening_balance, self.calls, statuses, balances)
+        violations = check(self.stack.settings.opening_balance, self.calls, statuses, balances, expiry)
         if not settled:
             still = "; ".join(
                 f"{row['service']}/{row['handler']} {row['status']} x{row['n']}" for row in self.unsettled
@@ -543,10 +632,12 @@ class _Run:
         async with self._client() as client:
             sent_at = self.elapsed()
             attempts = 1
+            lost = 0
 
-            def retried(_error: BaseException) -> None:
-                nonlocal attempts
+            def retried(error: BaseException) -> None:
+                nonlocal attempts, lost
                 attempts += 1
+                lost += _may_have_run(error)
                 self.retries += 1
 
             status: int | None = None
@@ -567,7 +658,7 @@ class _Run:
             finally:
                 self.in_flight -= 1
             answered_at = None if status is None else self.elapsed()
-            self.calls.append(Call(request, sent_at, answered_at, attempts, status, answer, error))
+            self.calls.append(Call(request, sent_at, answered_at, attempts, status, answer, error, lost))
 
     async def _kill_loop(self, part: Part, stop: asyncio.Event) -> None:
         """SIGKILL ``part`` a random time after each (re)start, until ``stop`` is set.
@@ -720,6 +811,19 @@ async def _send_once(client: PaymentsClient, request: Request) -> PaymentAnswer 
     if request.account_id is None:
         raise ValueError("makePayment needs an account")
     return await client.make_payment(request.target, request.account_id, request.amount)
+
+
+def _may_have_run(error: BaseException) -> bool:
+    """Whether a failed attempt may have run in Restate: it was sent, and nothing said it was refused.
+
+    A 404 (a node that does not know the service yet) and a connection that never opened are
+    refusals; a connection broken mid-call or a 5xx may come after the call ran.
+    """
+    if isinstance(error, ServiceError):
+        return error.status >= HTTP_SERVER_ERROR
+    return isinstance(error, httpx.TransportError) and not isinstance(
+        error, httpx.ConnectError | httpx.ConnectTimeout
+    )
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

@@ -184,6 +184,13 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how long to wait for Restate to finish its work after the storm (%(default)s)",
     )
     run.add_argument(
+        "--expiry",
+        type=float,
+        metavar="SECONDS",
+        help="the stack's expiry window (PAYMENTS_EXPIRY_SECONDS): a few seconds make ids expire and be"
+        " paid again during the storm (default: the service's, a day)",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
         help="an empty directory for the stack's data (default: a temporary one, removed after a clean run)",
@@ -284,6 +291,7 @@ def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
         kill_min=args.kill_min,
         kill_max=args.kill_max,
         settle_timeout=args.settle_timeout,
+        expiry=args.expiry,
         data_dir=args.data_dir,
     )
     try:

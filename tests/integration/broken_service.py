@@ -1,18 +1,33 @@
 """The service with a planted bug, for proving that the chaos checker catches one.
 
-Run as ``python -m tests.integration.broken_service`` through ``PAYMENTS_SERVICE_MODULE``: it gives
-every refund back twice, and is otherwise the real service.
+Run as ``python -m tests.integration.broken_service`` through ``PAYMENTS_SERVICE_MODULE``;
+``BROKEN_SERVICE_BUG`` picks the bug, and it is otherwise the real service:
+
+- ``refund-twice`` (the default) gives every refund back twice;
+- ``overdraw`` never declines a withdrawal, so that a drained account goes below zero;
+- ``early-expiry`` ends each lifecycle after a tenth of the expiry window, so that a payment retried
+  within the window is charged again and a cancel stops winning before its window is over.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
+from collections.abc import Callable
+from typing import Final
+
+import restate
 
 from payments import serve
+from payments.balances import Account
+from payments.config import Settings
 from payments.service import RestateLedger
 from payments.state_machine import Charge
 
+BUG_VARIABLE: Final = "BROKEN_SERVICE_BUG"
 _refund_once = RestateLedger.refund
+_ledger_init = RestateLedger.__init__
 
 
 async def refund_twice(self: RestateLedger, charge: Charge) -> None:
@@ -21,9 +36,41 @@ async def refund_twice(self: RestateLedger, charge: Charge) -> None:
     await _refund_once(self, charge)
 
 
+def overdraw(self: Account, amount: int) -> Account:
+    """Take the amount whatever the balance."""
+    return Account(self.balance - amount, self.refundable + amount)
+
+
+def early_ledger(self: RestateLedger, ctx: restate.ObjectContext, settings: Settings) -> None:
+    """A ledger that arms the expiry timer for a tenth of the window."""
+    _ledger_init(self, ctx, dataclasses.replace(settings, expiry_seconds=settings.expiry_seconds / 10))
+
+
+def plant_refund_twice() -> None:
+    """Every refund is given back twice."""
+    RestateLedger.refund = refund_twice  # type: ignore[method-assign]
+
+
+def plant_overdraw() -> None:
+    """No withdrawal is declined."""
+    Account.after_withdrawal = overdraw  # type: ignore[method-assign]
+
+
+def plant_early_expiry() -> None:
+    """Lifecycles end after a tenth of the window."""
+    RestateLedger.__init__ = early_ledger  # type: ignore[method-assign]
+
+
+BUGS: Final[dict[str, Callable[[], None]]] = {
+    "refund-twice": plant_refund_twice,
+    "overdraw": plant_overdraw,
+    "early-expiry": plant_early_expiry,
+}
+
+
 def main() -> int:
     """Serve the handlers with the bug in place."""
-    RestateLedger.refund = refund_twice  # type: ignore[method-assign]
+    BUGS[os.environ.get(BUG_VARIABLE, "refund-twice")]()
     return serve.main()
 
 

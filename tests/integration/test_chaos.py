@@ -1,4 +1,4 @@
-"""``payments chaos`` against real stacks: a storm with kills breaks nothing, and a planted bug is caught."""
+"""``payments chaos`` against real stacks: a storm with kills breaks nothing, and planted bugs are caught."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from payments import chaos
 from payments.restate_server import PROJECT_ROOT
@@ -21,6 +22,7 @@ SHORT_STORM = chaos.ChaosOptions(
     kill_min=0.5,
     kill_max=3.0,
     settle_timeout=120,  # well within pytest's timeout, so that a run that never settles says so
+    expiry=4,  # ids expire and are paid again while processes die
 )
 
 
@@ -32,21 +34,26 @@ def test_a_storm_with_kills_of_both_processes_keeps_every_invariant(tmp_path: Pa
     assert report.kills["service"] >= 5
     assert report.kills["restate-server"] >= 5
     assert len(report.calls) >= 1000
+    # Accounts ran dry and declined, and ids went through several lifecycles.
+    assert report.outcomes.get("declined", 0) >= 20
+    assert report.expiries_seen >= 10
 
 
-def test_the_checker_catches_a_service_that_refunds_twice(tmp_path: Path) -> None:
+def run_broken(tmp_path: Path, bug: str, *options: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """A short storm without kills against the service with ``bug`` planted; the run and its report."""
     report_path = tmp_path / "report.json"
     pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [
             sys.executable, "-m", "payments.cli", "chaos",
             "--duration", "10", "--ids", "80", "--accounts", "4", "--seed", "7",
-            "--no-kill-service", "--no-kill-server",
+            "--no-kill-service", "--no-kill-server", *options,
             "--data-dir", str(tmp_path / "stack"), "--report", str(report_path),
         ],
         env={
             **os.environ,
             "PAYMENTS_SERVICE_MODULE": "tests.integration.broken_service",
+            "BROKEN_SERVICE_BUG": bug,
             "PYTHONPATH": pythonpath,
         },
         cwd=PROJECT_ROOT,
@@ -55,13 +62,36 @@ def test_the_checker_catches_a_service_that_refunds_twice(tmp_path: Path) -> Non
         timeout=240,
         check=False,
     )  # fmt: skip
-
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(report_path.read_text())
     assert not report["ok"]
+    return result, report
+
+
+def test_the_checker_catches_a_service_that_refunds_twice(tmp_path: Path) -> None:
+    result, report = run_broken(tmp_path, "refund-twice")
+
     balance_violations = [v for v in report["violations"] if v["rule"] == "balance"]
     assert balance_violations, report["violations"]
     # Every account got back each of its refunds once more, and the report says so.
     assert all("exactly the amount of every refund" in v["message"] for v in balance_violations)
     assert all(v["suspects"] and v["calls"] for v in balance_violations)
     assert "VIOLATION balance" in result.stdout
+
+
+def test_the_checker_catches_a_service_that_overdraws_a_drained_account(tmp_path: Path) -> None:
+    result, report = run_broken(tmp_path, "overdraw")
+
+    # Money is still conserved: the only rule broken is the one that no balance goes below zero.
+    assert {v["rule"] for v in report["violations"]} == {"negative-balance"}
+    assert "VIOLATION negative-balance" in result.stdout
+
+
+def test_the_checker_catches_a_service_whose_ids_expire_before_their_window(tmp_path: Path) -> None:
+    result, report = run_broken(tmp_path, "early-expiry", "--expiry", "4")
+
+    rules = {v["rule"] for v in report["violations"]}
+    # Payments retried within the window were charged again, and payments sent after an answered cancel
+    # completed, both within what the checker knows is one lifecycle.
+    assert {"moved-twice", "cancel-lost-race"} <= rules, rules
+    assert "within one lifecycle" in result.stdout

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from payments.chaos import ChaosOptions, _Run
+from payments.config import Settings
 from payments.launcher import LaunchedStack, Part
 
 pytestmark = pytest.mark.anyio
@@ -19,6 +20,7 @@ class FakeStack:
     def __init__(self, nodes: int) -> None:
         self.pids: dict[int, int | None] = {node: 100 + node for node in range(1, nodes + 1)}
         self.answering = set(self.pids)
+        self.settings = Settings()
 
     def pid(self, _part: Part, node: int = 1) -> int:
         pid = self.pids[node]

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from payments.answers import PaymentAnswer
-from payments.chaos import ChaosOptions, Plan, Report, longest_stall, plan, slowest_calls
+from payments.chaos import (
+    OPENING_BALANCE,
+    ChaosOptions,
+    Plan,
+    Report,
+    Script,
+    _may_have_run,
+    longest_stall,
+    plan,
+    slowest_calls,
+)
+from payments.client import NotRunningError, ServiceError
 from payments.invariants import CANCEL, DEPOSIT, PAY, Call, Request, Violation
 from payments.state_machine import State
 
@@ -60,6 +73,49 @@ def test_deposits_have_one_key_each_and_steps_start_within_the_storm() -> None:
     assert all(script[0].at < OPTIONS.duration for script in drawn.scripts)
 
 
+def test_some_scripts_drain_accounts_and_some_retry_after_a_deposit_of_their_amount() -> None:
+    drawn = plan(OPTIONS, 6)
+    first_charges = [script[0].requests[0] for script in drawn.scripts if script[0].requests[0].kind == PAY]
+    draining = [request for request in first_charges if (request.amount or 0) >= OPENING_BALANCE // 3]
+    assert len(draining) >= OPTIONS.ids // 50
+    retried = [
+        script
+        for script in drawn.scripts
+        if [kinds(step.requests) for step in script] == [{PAY}, {DEPOSIT}, {PAY}]
+        and script[1].requests[0].amount == script[2].requests[0].amount
+        and script[1].requests[0].target == script[2].requests[0].account_id
+    ]
+    assert len(retried) >= OPTIONS.ids // 50
+
+
+def longest_gap(script: Script) -> float:
+    return max((later.at - earlier.at for earlier, later in itertools.pairwise(script)), default=0.0)
+
+
+def test_with_a_short_expiry_some_ids_are_played_again_about_a_window_later() -> None:
+    expiring = ChaosOptions(duration=30, ids=400, accounts=5, expiry=4)
+    gaps = [longest_gap(script) for script in plan(expiring, 7).scripts]
+    assert sum(gap >= 0.5 * 4 for gap in gaps) >= expiring.ids // 10
+    assert all(gap <= 1.5 * 4 + 1.5 for gap in gaps)
+    # Without a short window no script waits for one.
+    assert all(longest_gap(script) <= 1.5 for script in plan(OPTIONS, 7).scripts)
+
+
+@pytest.mark.parametrize(
+    ("error", "may_have_run"),
+    [
+        (httpx.ReadError("connection reset"), True),
+        (httpx.RemoteProtocolError("server disconnected"), True),
+        (ServiceError(503, "unavailable"), True),
+        (httpx.ConnectError("refused"), False),
+        (NotRunningError("nothing answers"), False),
+        (ServiceError(404, "service not found"), False),
+    ],
+)
+def test_an_attempt_that_failed_mid_call_may_have_run(error: BaseException, may_have_run: bool) -> None:
+    assert _may_have_run(error) is may_have_run
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -71,6 +127,7 @@ def test_deposits_have_one_key_each_and_steps_start_within_the_storm() -> None:
         ChaosOptions(nodes=3, max_nodes_down=0),
         ChaosOptions(nodes=3, max_nodes_down=4),
         ChaosOptions(max_nodes_down=2),
+        ChaosOptions(expiry=0),
     ],
 )
 def test_options_a_run_cannot_go_with_are_refused(options: ChaosOptions) -> None:
@@ -106,8 +163,10 @@ def test_the_report_counts_calls_and_serializes_its_violations(tmp_path: Path) -
     assert report.calls_by_kind == {PAY: 1, CANCEL: 1}
     assert report.answers_by_status == {"200": 1, "none": 1}
     assert report.outcomes == {"completed": 1}
+    assert (report.lifecycles, report.expiries_seen) == ({1: 1}, 0)
     table = report.table()
     assert "restate-server 1  service 2" in table
+    assert "lifecycles per id  1: 1  (ids by lifecycles seen; 0 expiries seen)" in table
     assert "1.5 s" in table
     report.write(tmp_path / "out" / "chaos.json")
     written = json.loads((tmp_path / "out" / "chaos.json").read_text())
