@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -14,10 +15,21 @@ class AdminError(RuntimeError):
 
 
 class Admin:
-    """A small client of the admin API at ``url``."""
+    """A small client of the admin API at ``url``; an async context manager that closes it."""
 
     def __init__(self, url: str) -> None:
         self._http = httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_SECONDS)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connections."""

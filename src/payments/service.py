@@ -138,9 +138,15 @@ class RestateLedger:
         """Give the charge back, waiting until it is in the balance."""
         await self._ctx.object_call(refund, key=charge.account_id, arg=charge.amount)
 
-    def arm_expiry(self) -> None:
-        """Send expireToken to this payment id after the expiry window."""
-        self._ctx.object_send(expire_token, key=self._ctx.key(), arg=None, send_delay=self._expiry)
+    def arm_expiry(self) -> str:
+        """Send expireToken to this payment id after the expiry window, naming this lifecycle.
+
+        The lifecycle is named after the invocation that starts it: unique, and the same when
+        Restate replays the invocation.
+        """
+        lifecycle = self._ctx.request().id
+        self._ctx.object_send(expire_token, key=self._ctx.key(), arg=lifecycle, send_delay=self._expiry)
+        return lifecycle
 
 
 async def load_payment(ctx: AnyObjectContext) -> Payment:
@@ -149,7 +155,7 @@ async def load_payment(ctx: AnyObjectContext) -> Payment:
     if stored is None:
         return Payment()
     charge = stored.get("charge")
-    return Payment(State(stored["state"]), Charge(**charge) if charge else None)
+    return Payment(State(stored["state"]), Charge(**charge) if charge else None, stored.get("lifecycle"))
 
 
 def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
@@ -163,15 +169,20 @@ def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
         {
             "state": payment.state.value,
             "charge": {"account_id": charge.account_id, "amount": charge.amount} if charge else None,
+            "lifecycle": payment.lifecycle,
         },
     )
 
 
-async def apply(ctx: restate.ObjectContext, event: Event, charge: Charge | None = None) -> PaymentAnswer:
-    """Run one event through the state machine and store the result."""
+async def apply(
+    ctx: restate.ObjectContext, event_for: Callable[[Payment], Event], charge: Charge | None = None
+) -> PaymentAnswer:
+    """Run one event through the state machine and store the result.
+
+    ``event_for`` tells which event the call is, given the stored payment.
+    """
     payment = await load_payment(ctx)
-    if charge is not None:
-        event = state_machine.classify(payment, charge)
+    event = event_for(payment)
     step = await state_machine.run(payment, event, RestateLedger(ctx, SETTINGS), charge)
     if step.outcome is Outcome.CONFLICT:
         raise rejection(step.reason, 409)
@@ -188,14 +199,14 @@ async def make_payment(ctx: restate.ObjectContext, body: bytes) -> PaymentAnswer
         charge = parse_payment_request(body)
     except InvalidInputError as error:
         raise bad_request(error) from None
-    return await apply(ctx, Event.PAY, charge)
+    return await apply(ctx, lambda payment: state_machine.classify(payment, charge), charge)
 
 
 @handler(payments, "cancelPayment")
 async def cancel_payment(ctx: restate.ObjectContext) -> PaymentAnswer:
     """Block the payment if it has not happened, refund it if it has."""
     checked_key(ctx, "paymentId")
-    return await apply(ctx, Event.CANCEL)
+    return await apply(ctx, lambda _: Event.CANCEL)
 
 
 @handler(payments, "getStatus", kind="shared")
@@ -206,9 +217,9 @@ async def get_status(ctx: restate.ObjectSharedContext) -> PaymentAnswer:
 
 
 @handler(payments, "expireToken", ingress_private=True)
-async def expire_token(ctx: restate.ObjectContext) -> None:
-    """Return the id to NEW when its expiry window is over."""
-    await apply(ctx, Event.EXPIRE)
+async def expire_token(ctx: restate.ObjectContext, lifecycle: str | None) -> None:
+    """Return the id to NEW when the expiry window of ``lifecycle`` is over, if it is still the id's."""
+    await apply(ctx, lambda payment: state_machine.classify_timer(payment, lifecycle))
 
 
 # -- accounts --------------------------------------------------------------------------------------

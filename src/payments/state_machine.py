@@ -35,7 +35,10 @@ class Event(enum.StrEnum):
     DECLINED = "declined"
     """The ledger refused the withdrawal: not enough funds."""
     EXPIRE = "expire"
-    """The expiry timer armed when the id first got state has fired."""
+    """The expiry timer of the id's current lifecycle has fired."""
+    STALE_EXPIRE = "stale_expire"
+    """The expiry timer of another lifecycle has fired: the id's state was cleared by other means (an
+    operator's edit through Restate's admin API) and a newer lifecycle began before that timer fired."""
 
 
 class Effect(enum.Enum):
@@ -80,10 +83,14 @@ class Payment:
 
     ``charge`` is the charge the id completed with. A CANCELLED payment keeps it when the cancel
     refunded it, so "was this refunded" is ``charge is not None`` and needs no flag of its own.
+    ``lifecycle`` names the lifecycle, from the id's first state to its expiry: the expiry timer
+    carries it, so that a timer of another lifecycle cannot end this one. None for NEW, and for
+    state stored before lifecycles were named (whose timers carry none either).
     """
 
     state: State = State.NEW
     charge: Charge | None = None
+    lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ class Rule:
 
 
 S, E = State, Event
+_STALE: Final = "a timer of another lifecycle; nothing changed"
 
 TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     # -- NEW: nothing stored for the id (never seen, declined, or expired) --------------------------
@@ -134,6 +142,10 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     ),
     (S.CANCELLED, E.CANCEL): Rule(S.CANCELLED, (), Outcome.CANCELLED, "already cancelled; nothing changed"),
     (S.CANCELLED, E.EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, "expired; the id is new again"),
+    # -- any state: a timer of another lifecycle ends nothing ------------------------------------------
+    (S.NEW, E.STALE_EXPIRE): Rule(S.NEW, (), Outcome.EXPIRED, _STALE),
+    (S.COMPLETED, E.STALE_EXPIRE): Rule(S.COMPLETED, (), Outcome.EXPIRED, _STALE),
+    (S.CANCELLED, E.STALE_EXPIRE): Rule(S.CANCELLED, (), Outcome.EXPIRED, _STALE),
 }
 """Every (state, event) pair a payment id can meet. WITHDRAWN and DECLINED only follow a WITHDRAW,
 which only NEW asks for, so they have no row in the other states."""
@@ -150,8 +162,11 @@ class Ledger(Protocol):
         """Give the charge back to its account; return once it is in the balance."""
         ...
 
-    def arm_expiry(self) -> None:
-        """Schedule the EXPIRE event of this payment id after the expiry window."""
+    def arm_expiry(self) -> str:
+        """Schedule the EXPIRE event of this payment id after the expiry window.
+
+        Returns the name of the lifecycle that the timer carries, unique to this lifecycle.
+        """
         ...
 
 
@@ -173,16 +188,22 @@ def classify(payment: Payment, charge: Charge) -> Event:
     return Event.PAY_OTHER
 
 
+def classify_timer(payment: Payment, lifecycle: str | None) -> Event:
+    """Tell the timer of the payment's own lifecycle from one armed for another."""
+    return Event.EXPIRE if lifecycle == payment.lifecycle else Event.STALE_EXPIRE
+
+
 async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | None = None) -> Step:
     """Apply ``event`` to ``payment``, performing the effects of the table through ``ledger``.
 
     ``charge`` is the request's charge for PAY events; other events act on the stored one.
     """
     charge = payment.charge or charge
+    lifecycle = payment.lifecycle
     rule = TRANSITIONS[(payment.state, event)]
     for effect in rule.effects:
         if effect is Effect.ARM_EXPIRY:
-            ledger.arm_expiry()
+            lifecycle = ledger.arm_expiry()
             continue
         if charge is None:  # pragma: no cover - the table moves money only where there is a charge
             raise AssertionError(f"{effect} needs a charge in state {payment.state}")
@@ -194,9 +215,6 @@ async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | N
     if rule.outcome is None:  # pragma: no cover - only rows with a WITHDRAW have no outcome
         raise AssertionError(f"no outcome for {event} in state {payment.state}")
     if rule.next_state is State.NEW:
-        kept = None
-    elif rule.next_state is State.COMPLETED:
-        kept = charge
-    else:
-        kept = payment.charge
-    return Step(Payment(rule.next_state, kept), rule.outcome, rule.reason, charge)
+        return Step(Payment(), rule.outcome, rule.reason, charge)
+    kept = charge if rule.next_state is State.COMPLETED else payment.charge
+    return Step(Payment(rule.next_state, kept, lifecycle), rule.outcome, rule.reason, charge)

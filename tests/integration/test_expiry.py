@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from payments.admin import Admin
 from payments.client import PaymentsClient
 from payments.config import Settings
 from payments.launcher import LaunchedStack
@@ -56,3 +58,56 @@ async def test_refunded_payment_expires_with_its_money_back(expiring: PaymentsCl
     await expiring.cancel_payment(f"{unique}-p")
     await wait_until_new(expiring, f"{unique}-p")
     assert (await expiring.balance(f"{unique}-a")).balance == OPENING
+
+
+LONG_WINDOW_SECONDS = 8
+"""Long enough that the second lifecycle's timer cannot fire before the retry that follows the first's."""
+
+
+@pytest.fixture(scope="module")
+def long_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
+    data_dir: Path = tmp_path_factory.mktemp("expiry-long")
+    with LaunchedStack(data_dir, env={"PAYMENTS_EXPIRY_SECONDS": str(LONG_WINDOW_SECONDS)}) as launched:
+        yield launched
+
+
+async def timers_pending(admin: Admin, payment_id: str) -> int:
+    """expireToken invocations of ``payment_id`` not yet done (done ones leave the table)."""
+    rows = await admin.query(
+        "SELECT count(*) AS pending FROM sys_invocation WHERE target_handler_name = 'expireToken'"
+        f" AND target_service_key = '{payment_id}' AND status <> 'completed'"
+    )
+    return int(rows[0]["pending"])
+
+
+async def test_a_timer_of_a_cleared_lifecycle_does_not_end_the_next(
+    long_lived: LaunchedStack, unique: str
+) -> None:
+    """An operator clears a completed id's state, the id is paid again: the first timer must not end
+    the second lifecycle, or a retry inside the second window would charge twice."""
+    payment_id, account = f"{unique}-p", f"{unique}-a"
+    async with (
+        PaymentsClient(long_lived.settings.ingress_url) as client,
+        Admin(long_lived.settings.admin_url) as admin,
+    ):
+        assert (await client.make_payment(payment_id, account, 40)).outcome == "completed"
+        async with httpx.AsyncClient(base_url=long_lived.settings.admin_url) as http:
+            cleared = await http.post(
+                "/services/payments/state", json={"object_key": payment_id, "new_state": {}}
+            )
+        assert cleared.is_success, cleared.text
+        await wait_until_new(client, payment_id)
+        await asyncio.sleep(LONG_WINDOW_SECONDS / 2)
+        assert (await client.make_payment(payment_id, account, 40)).outcome == "completed"
+        assert await timers_pending(admin, payment_id) == 2
+        for _ in range(300):
+            if await timers_pending(admin, payment_id) == 1:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the first lifecycle's timer did not fire")
+
+        retry = await client.make_payment(payment_id, account, 40)
+
+        assert (retry.outcome, retry.state) == ("repeated", "COMPLETED")
+        assert (await client.balance(account)).balance == OPENING - 80

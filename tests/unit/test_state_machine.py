@@ -20,6 +20,7 @@ from payments.state_machine import (
     State,
     Step,
     classify,
+    classify_timer,
     run,
 )
 
@@ -47,8 +48,9 @@ class FakeLedger:
         self.balances[charge.account_id] = self.balances.get(charge.account_id, 0) + charge.amount
         self.refunded.append(charge)
 
-    def arm_expiry(self) -> None:
+    def arm_expiry(self) -> str:
         self.armed += 1
+        return f"lifecycle-{self.armed}"
 
     @property
     def net(self) -> int:
@@ -78,9 +80,9 @@ class Cell:
 
 
 NEW = Payment()
-COMPLETED = Payment(State.COMPLETED, CHARGE)
-TOMBSTONE = Payment(State.CANCELLED)
-REFUNDED = Payment(State.CANCELLED, CHARGE)
+COMPLETED = Payment(State.COMPLETED, CHARGE, "earlier")
+TOMBSTONE = Payment(State.CANCELLED, None, "earlier")
+REFUNDED = Payment(State.CANCELLED, CHARGE, "earlier")
 S, E, O = State, Event, Outcome  # noqa: E741 - short names keep the table one cell a line
 
 CELLS = {
@@ -107,7 +109,19 @@ CELLS = {
     "refunded-pay-other": Cell(REFUNDED, E.PAY_OTHER, OTHER, RICH, S.CANCELLED, O.CANCELLED, CHARGE),
     "refunded-cancel": Cell(REFUNDED, E.CANCEL, None, RICH, S.CANCELLED, O.CANCELLED, CHARGE),
     "refunded-expire": Cell(REFUNDED, E.EXPIRE, None, RICH, S.NEW, O.EXPIRED, None),
+    # A timer of another lifecycle, in any state: nothing changes.
+    "new-stale-expire": Cell(NEW, E.STALE_EXPIRE, None, RICH, S.NEW, O.EXPIRED, None),
+    "completed-stale-expire": Cell(COMPLETED, E.STALE_EXPIRE, None, RICH, S.COMPLETED, O.EXPIRED, CHARGE),
+    "tombstone-stale-expire": Cell(TOMBSTONE, E.STALE_EXPIRE, None, RICH, S.CANCELLED, O.EXPIRED, None),
+    "refunded-stale-expire": Cell(REFUNDED, E.STALE_EXPIRE, None, RICH, S.CANCELLED, O.EXPIRED, CHARGE),
 }
+
+
+def expected_lifecycle(cell: Cell) -> str | None:
+    """A new lifecycle where the cell arms a timer, none in NEW, the payment's own otherwise."""
+    if cell.armed:
+        return "lifecycle-1"
+    return None if cell.state is State.NEW else cell.payment.lifecycle
 
 
 def expected_balances(cell: Cell) -> dict[str, int]:
@@ -123,7 +137,7 @@ def test_state_table_cell(cell: Cell) -> None:
 
     step = asyncio.run(run(cell.payment, cell.event, ledger, cell.request))
 
-    assert step.payment == Payment(cell.state, cell.stored)
+    assert step.payment == Payment(cell.state, cell.stored, expected_lifecycle(cell))
     assert step.outcome is cell.outcome
     assert step.reason
     assert len(ledger.attempts) == cell.attempts
@@ -177,6 +191,40 @@ def test_expiry_is_armed_once_per_lifecycle() -> None:
     asyncio.run(lifecycle())
 
     assert ledger.armed == 2  # the pay and the pay after expiry; not the cancel in between
+
+
+@pytest.mark.parametrize(
+    ("payment", "lifecycle", "event"),
+    [
+        (COMPLETED, "earlier", Event.EXPIRE),
+        (REFUNDED, "earlier", Event.EXPIRE),
+        (COMPLETED, "other", Event.STALE_EXPIRE),
+        (COMPLETED, None, Event.STALE_EXPIRE),
+        (NEW, "earlier", Event.STALE_EXPIRE),
+        (Payment(State.COMPLETED, CHARGE), None, Event.EXPIRE),
+    ],
+    ids=["own", "own-cancelled", "other", "none-for-named", "new", "stored-before-lifecycles"],
+)
+def test_classify_timer(payment: Payment, lifecycle: str | None, event: Event) -> None:
+    assert classify_timer(payment, lifecycle) is event
+
+
+def test_a_timer_of_an_earlier_lifecycle_cannot_end_a_later_one() -> None:
+    """The id's state is cleared by other means, then paid again: the first timer ends nothing."""
+    ledger = FakeLedger(RICH)
+
+    async def lifecycles() -> tuple[Outcome, Outcome, State]:
+        first = (await run(NEW, Event.PAY, ledger, CHARGE)).payment
+        second = (await run(NEW, Event.PAY, ledger, CHARGE)).payment  # as if first's state were cleared
+        after_first_timer = await run(second, classify_timer(second, first.lifecycle), ledger)
+        retry = await run(after_first_timer.payment, Event.PAY, ledger, CHARGE)
+        after_second_timer = await run(retry.payment, classify_timer(retry.payment, second.lifecycle), ledger)
+        return after_first_timer.outcome, retry.outcome, after_second_timer.payment.state
+
+    first_timer, retry, final = asyncio.run(lifecycles())
+
+    assert (first_timer, retry, final) == (Outcome.EXPIRED, Outcome.REPEATED, State.NEW)
+    assert len(ledger.withdrawn) == 2  # one per lifecycle, not a third for the retry
 
 
 # -- any sequence of makePayment and cancelPayment on one payment id ------------------------------------
