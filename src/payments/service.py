@@ -87,7 +87,7 @@ def guarded(function: Handler, target: str) -> Handler:
         except Exception as error:
             _LOG.exception(
                 "%s on key %s failed with an unexpected %s: Restate retries it, and every call on"
-                " this key waits until it succeeds or an operator cancels it (README, Stuck invocations)",
+                " this key waits until it succeeds or an operator ends it (README, Stuck invocations)",
                 target,
                 printable(ctx.key()),
                 type(error).__name__,
