@@ -23,6 +23,7 @@ from payments.balances import Account
 from payments.config import Settings
 from payments.state_machine import Charge, Event, Outcome, Payment, State
 from payments.validation import (
+    ID_MAX_LENGTH,
     InvalidInputError,
     parse_amount,
     parse_id,
@@ -54,7 +55,7 @@ RETRY_POLICY: Final = restate.InvocationRetryPolicy(
 
 Restate 1.7's defaults, set here so that no server configuration or upgrade changes them: about an
 hour of retries, which a restart or a redeployment of the service outlasts, then pause. A paused
-invocation keeps its key locked and its journal, and waits for an operator to resume or cancel it;
+invocation keeps its key locked and its journal, and waits for an operator to resume or kill it;
 "kill" would instead end it at once, after a withdrawal it had journaled may already have taken the
 money, and let the next call on the key start over (README, "Stuck invocations").
 """
@@ -89,7 +90,7 @@ def guarded(function: Handler, target: str) -> Handler:
                 "%s on key %s failed with an unexpected %s: Restate retries it, and every call on"
                 " this key waits until it succeeds or an operator ends it (README, Stuck invocations)",
                 target,
-                printable(ctx.key()),
+                printable(ctx.key(), ID_MAX_LENGTH),
                 type(error).__name__,
             )
             raise
