@@ -19,11 +19,15 @@ OPENING = Settings().opening_balance
 WINDOW_SECONDS = 1
 
 
+def stack_with_window(factory: pytest.TempPathFactory, seconds: int) -> Iterator[LaunchedStack]:
+    data_dir: Path = factory.mktemp(f"expiry-{seconds}s")
+    with LaunchedStack(data_dir, env={"PAYMENTS_EXPIRY_SECONDS": str(seconds)}) as launched:
+        yield launched
+
+
 @pytest.fixture(scope="module")
 def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
-    data_dir: Path = tmp_path_factory.mktemp("expiry")
-    with LaunchedStack(data_dir, env={"PAYMENTS_EXPIRY_SECONDS": str(WINDOW_SECONDS)}) as launched:
-        yield launched
+    yield from stack_with_window(tmp_path_factory, WINDOW_SECONDS)
 
 
 @pytest.fixture
@@ -66,9 +70,7 @@ LONG_WINDOW_SECONDS = 8
 
 @pytest.fixture(scope="module")
 def long_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
-    data_dir: Path = tmp_path_factory.mktemp("expiry-long")
-    with LaunchedStack(data_dir, env={"PAYMENTS_EXPIRY_SECONDS": str(LONG_WINDOW_SECONDS)}) as launched:
-        yield launched
+    yield from stack_with_window(tmp_path_factory, LONG_WINDOW_SECONDS)
 
 
 async def timers_pending(admin: Admin, payment_id: str) -> int:
