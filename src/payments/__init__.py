@@ -4,9 +4,9 @@ The public surface: :class:`PaymentsClient` to call a running service, the answe
 returns, and :class:`Settings` for configuration. ``payments up`` runs the service itself.
 """
 
-from payments.answers import BalanceAnswer, PaymentAnswer
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
+from payments.service.answers import BalanceAnswer, PaymentAnswer
 
 __all__ = [
     "BalanceAnswer",

@@ -11,12 +11,10 @@ from pathlib import Path
 import httpx
 import pydantic
 
-from payments import bench, chaos, stack
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
-from payments.launcher import LaunchError
-from payments.stack import StackError
-from payments.validation import InvalidInputError
+from payments.runtime import supervisor
+from payments.service.validation import InvalidInputError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``chaos`` subcommand and its options."""
-    defaults = chaos.ChaosOptions()
+    from payments.tools.chaos.storm import ChaosOptions  # noqa: PLC0415 - the tools load only for their commands
+
+    defaults = ChaosOptions()
     run = commands.add_parser(
         "chaos",
         help="storm a stack of its own with payments while killing its processes, then check it",
@@ -207,7 +207,9 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``bench`` subcommand and its options."""
-    defaults = bench.BenchOptions()
+    from payments.tools.bench.runner import BenchOptions  # noqa: PLC0415 - the tools load only for their commands
+
+    defaults = BenchOptions()
     run = commands.add_parser(
         "bench",
         help="measure payments/s and latency against a fresh stack, next to Restate's ceiling",
@@ -240,6 +242,9 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _bench(args: argparse.Namespace, _settings: Settings) -> int:
+    from payments.tools.bench import runner  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.launcher import LaunchError  # noqa: PLC0415
+
     try:
         env = dict(item.split("=", 1) for item in args.env)
     except ValueError:
@@ -252,10 +257,10 @@ def _bench(args: argparse.Namespace, _settings: Settings) -> int:
         changes["measure_seconds"] = args.measure
     if args.warmup:
         changes["warmup_seconds"] = args.warmup
-    options = bench.BenchOptions.quick(**changes) if args.quick else bench.BenchOptions(**changes)
+    options = runner.BenchOptions.quick(**changes) if args.quick else runner.BenchOptions(**changes)
     try:
-        bench.run(options)
-    except (bench.BenchError, LaunchError) as error:
+        runner.run(options)
+    except (runner.BenchError, LaunchError) as error:
         print(f"payments: {error}", file=sys.stderr)
         return 1
     print(f"report: {options.output}" + (f", plot: {options.plot}" if options.plot else ""))
@@ -268,8 +273,8 @@ _ClientCall = Callable[[PaymentsClient, argparse.Namespace], Awaitable[pydantic.
 def _up(_args: argparse.Namespace, settings: Settings) -> int:
     try:
         print_welcome(settings)
-        asyncio.run(stack.supervise(settings))
-    except StackError as error:
+        asyncio.run(supervisor.supervise(settings))
+    except supervisor.StackError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the supervisor catches it: nothing has started yet
@@ -278,7 +283,10 @@ def _up(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
-    options = chaos.ChaosOptions(
+    from payments.tools.chaos import storm  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.launcher import LaunchError  # noqa: PLC0415
+
+    options = storm.ChaosOptions(
         duration=args.duration,
         ids=args.ids,
         accounts=args.accounts,
@@ -296,7 +304,7 @@ def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
     )
     try:
         options.check()
-        report = chaos.run(options, progress=chaos.Progress(sys.stderr))
+        report = storm.run(options, progress=storm.Progress(sys.stderr))
     except ValueError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 2

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from payments.answers import BalanceAnswer, PaymentAnswer
-from payments.validation import parse_id
+from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.validation import parse_id
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 NOT_FOUND = 404

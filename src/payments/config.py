@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from payments.balances import MAX_BALANCE
+from payments.domain.balances import MAX_BALANCE
 
 PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0

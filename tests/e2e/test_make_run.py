@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 from payments.config import Settings
-from payments.launcher import wait_ready
-from payments.processes import free_port, port_is_free
-from payments.restate_server import PROJECT_ROOT
+from payments.runtime.processes import free_port, port_is_free
+from payments.runtime.restate_server import PROJECT_ROOT
+from payments.tools.launcher import wait_ready
 from tests.helpers import wait_for
 
 MAKE_PAYMENT = [

@@ -19,11 +19,11 @@ from typing import Final
 
 import restate
 
-from payments import serve
-from payments.balances import Account
 from payments.config import Settings
-from payments.service import RestateLedger
-from payments.state_machine import Charge
+from payments.domain.balances import Account
+from payments.domain.state_machine import Charge
+from payments.service import serve
+from payments.service.handlers import RestateLedger
 
 BUG_VARIABLE: Final = "BROKEN_SERVICE_BUG"
 _refund_once = RestateLedger.refund

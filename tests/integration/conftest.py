@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from payments.admin import Admin
 from payments.client import PaymentsClient
-from payments.launcher import LaunchedStack
+from payments.runtime.admin import Admin
+from payments.tools.launcher import LaunchedStack
 
 REPLAY_ON_EVERY_SUSPENSION = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "0s"}
 """With no inactivity timeout, an invocation suspends at every await and resumes by replaying its

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from payments.balances import MAX_BALANCE
 from payments.client import PaymentsClient, ServiceError
 from payments.config import Settings
-from payments.launcher import LaunchedStack
+from payments.domain.balances import MAX_BALANCE
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance

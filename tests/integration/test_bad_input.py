@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from payments.client import PaymentsClient
-from payments.launcher import LaunchedStack
-from payments.validation import ID_MAX_LENGTH, MAX_AMOUNT
+from payments.service.validation import ID_MAX_LENGTH, MAX_AMOUNT
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 JSON = {"content-type": "application/json"}

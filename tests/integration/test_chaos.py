@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from payments import chaos
-from payments.restate_server import PROJECT_ROOT
+from payments.runtime.restate_server import PROJECT_ROOT
+from payments.tools.chaos import storm
 
-SHORT_STORM = chaos.ChaosOptions(
+SHORT_STORM = storm.ChaosOptions(
     duration=40,
     ids=360,
     accounts=8,
@@ -27,7 +27,7 @@ SHORT_STORM = chaos.ChaosOptions(
 
 
 def test_a_storm_with_kills_of_both_processes_keeps_every_invariant(tmp_path: Path) -> None:
-    report = chaos.run(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
+    report = storm.run(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
 
     assert report.violations == [], "\n".join(violation.describe() for violation in report.violations)
     assert report.settle_seconds is not None

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from payments.launcher import LaunchedStack
-from payments.processes import free_port
+from payments.runtime.processes import free_port
+from payments.tools.launcher import LaunchedStack
 
 HOSTILE = "x/../../payments/VICTIM/cancelPayment#"
 """Sent unescaped, it became ``POST /payments/VICTIM/cancelPayment``: a refund of VICTIM's payment."""

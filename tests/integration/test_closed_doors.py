@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from payments.client import PaymentsClient
-from payments.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 

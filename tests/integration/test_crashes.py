@@ -8,7 +8,7 @@ import pytest
 
 from payments.client import PaymentsClient, until_answered
 from payments.config import Settings
-from payments.launcher import LaunchedStack, Part
+from payments.tools.launcher import LaunchedStack, Part
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from payments.admin import Admin
 from payments.client import PaymentsClient
 from payments.config import Settings
-from payments.launcher import LaunchedStack
+from payments.runtime.admin import Admin
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance

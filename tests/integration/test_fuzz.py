@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payments.answers import BalanceAnswer, PaymentAnswer
-from payments.launcher import LaunchedStack
-from payments.validation import ID_MAX_LENGTH, MAX_AMOUNT, MAX_BODY_BYTES
+from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.validation import ID_MAX_LENGTH, MAX_AMOUNT, MAX_BODY_BYTES
+from payments.tools.launcher import LaunchedStack
 
 WATCHED_PAYMENTS = ("fz-p1", "fz-p2")
 WATCHED_ACCOUNTS = ("fz-a1", "fz-a2")

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from payments.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedStack
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_kill_everything_spares_a_pid_that_is_not_a_child_of_the_supervisor(
 LAUNCH_AND_HANG = """
 import sys, time
 from pathlib import Path
-from payments.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedStack
 stack = LaunchedStack(Path(sys.argv[1]))
 stack.start()
 print(stack.process.pid, flush=True)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from payments.client import PaymentsClient
-from payments.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from payments import identity
 from payments.config import Settings
-from payments.processes import free_port
+from payments.runtime import identity
+from payments.runtime.processes import free_port
 from tests.helpers import wait_for
 
 DISCOVERY = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
@@ -28,7 +28,7 @@ DISCOVERY = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
 def start_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "payments.serve"],
+            [sys.executable, "-m", "payments.service.serve"],
             env={**os.environ, **settings.to_env()},
             stdout=log,
             stderr=subprocess.STDOUT,

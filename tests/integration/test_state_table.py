@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from payments.admin import Admin
 from payments.client import PaymentsClient, ServiceError
 from payments.config import Settings
+from payments.runtime.admin import Admin
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance

@@ -15,8 +15,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from payments.admin import Admin
-from payments.launcher import LaunchedStack
+from payments.runtime.admin import Admin
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 JSON = {"content-type": "application/json"}

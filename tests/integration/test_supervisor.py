@@ -14,9 +14,10 @@ import psutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from payments import cli, identity, stack
+from payments import cli
 from payments.config import Settings
-from payments.processes import free_port
+from payments.runtime import identity, supervisor
+from payments.runtime.processes import free_port
 from tests.helpers import wait_for
 
 
@@ -70,7 +71,7 @@ def supervise_interrupted_while_the_key_is_made(
     said: list[str] = []
     children_before = set(psutil.Process().children())
     try:
-        asyncio.run(stack.supervise(settings, said.append))
+        asyncio.run(supervisor.supervise(settings, said.append))
     except KeyboardInterrupt:
         pytest.fail("the Ctrl-C escaped as a KeyboardInterrupt, which prints a traceback")
     assert set(psutil.Process().children()) <= children_before
@@ -113,7 +114,7 @@ def test_a_ctrl_c_before_the_event_loop_runs_the_supervisor_exits_130_without_a_
         os.kill(os.getpid(), signal.SIGINT)
         await asyncio.sleep(60)
 
-    monkeypatch.setattr(stack, "supervise", interrupted_at_once)
+    monkeypatch.setattr(supervisor, "supervise", interrupted_at_once)
 
     try:
         code = cli.main(["up", "--data-dir", str(tmp_path)])

@@ -19,8 +19,8 @@ from payments.client import (
     until_answered,
     wait_until_every_partition_answers,
 )
-from payments.processes import free_port_block
-from payments.validation import InvalidInputError
+from payments.runtime.processes import free_port_block
+from payments.service.validation import InvalidInputError
 
 pytestmark = pytest.mark.anyio
 NODES = ("http://n1:8080", "http://n2:8080", "http://n3:8080")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payments.balances import MAX_BALANCE
 from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, PREFIX, Settings
+from payments.domain.balances import MAX_BALANCE
 
 DEFAULTS: dict[str, object] = {
     "host": "127.0.0.1",

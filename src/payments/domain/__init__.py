@@ -1,0 +1,1 @@
+"""The rules of payments and balances: pure logic, no Restate, no HTTP, no I/O."""

@@ -1,0 +1,356 @@
+"""The supervisor behind ``payments up``: restate-server and the service, kept running together.
+
+It starts restate-server (one, or every node of a cluster at once), waits until it is healthy,
+starts the service, registers the deployment, and then restarts whichever process dies, until
+SIGINT, SIGTERM or SIGHUP stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import os
+import re
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
+from payments.config import Node, Settings
+from payments.runtime import health, identity, processes, restate_server
+from payments.runtime.admin import Admin, AdminError
+
+STOP_GRACE_SECONDS = 5.0
+START_TIMEOUT_SECONDS = 60.0
+RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+STABLE_AFTER_SECONDS = 10.0
+"""A child that ran this long before dying is restarted after the shortest pause again."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, a service manager, and the terminal closing: each stops the stack cleanly."""
+
+Say = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack cannot start; the message says why in one line."""
+
+
+def say_to_stderr(line: str) -> None:
+    """Print one line of the supervisor's narration."""
+    print(f"payments: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Child:
+    """One supervised process, with what it takes to start it and the URLs that say it is ready."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_urls: tuple[str, ...]
+    pid_file: Path
+    log: IO[bytes]
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = field(default=0)
+
+    async def start(self) -> None:
+        """Start the process and wait until it is ready."""
+        try:
+            process = self.process = await processes.spawn(self.argv, self.env, self.log)
+            self.started_at = time.monotonic()
+            processes.write_pid(self.pid_file, process.pid)
+        except OSError as error:
+            raise StackError(f"{self.name} could not be started: {error}") from None
+
+        def exited() -> bool:
+            return process.returncode is not None
+
+        try:
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                await health.wait_until_answers(self.health_urls, exited=exited)
+        except health.ExitedError:
+            code = processes.describe_exit(process.returncode or 0)
+            raise StackError(f"{self.name} exited at start ({code}); see {self.log.name}") from None
+        except TimeoutError:
+            raise StackError(f"{self.name} not ready after {START_TIMEOUT_SECONDS:.0f} s") from None
+
+    async def stop(self) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after a grace period."""
+        if self.process is None:
+            return  # never started: the pid file, if any, is another supervisor's
+        await processes.terminate(self.process, STOP_GRACE_SECONDS)
+        self.pid_file.unlink(missing_ok=True)
+
+
+class Stack:
+    """restate-server (one or a cluster of nodes) and the payment service for one set of settings.
+
+    It writes into the data directory from the start: run it through :func:`supervise`, which
+    holds the directory's lock and sets ``stopping`` on a stop signal.
+    """
+
+    def __init__(self, settings: Settings, stopping: asyncio.Event, say: Say = say_to_stderr) -> None:
+        data_dir = settings.data_dir
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        if mode & 0o077:
+            say(
+                f"note: {data_dir} is open to other users (mode {mode:04o});"
+                f" `chmod 700 {data_dir}` makes it private"
+            )
+        logs = data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        logs.chmod(0o700)  # older versions made it, and the logs in it, readable by all
+        signing_key = data_dir / "identity" / "private.pem"
+        try:
+            key = identity.ensure_private_key(signing_key)
+        except identity.KeyFileError as error:
+            raise StackError(str(error)) from None
+        settings = dataclasses.replace(settings, identity_key=identity.public_key(key))
+        self.settings = settings
+        self.say = say
+        self._signing_key = signing_key
+        self._stopping = stopping
+        env = {**os.environ, **settings.to_env()}
+        self.servers = [self._server(node, env) for node in settings.restate_nodes]
+        self.service = Child(
+            name="service",
+            argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.service.serve")],
+            env=env,
+            health_urls=(settings.service_health_url,),
+            pid_file=settings.pid_file("service"),
+            log=_open_log(logs / "service.log"),
+        )
+
+    def _server(self, node: Node, env: dict[str, str]) -> Child:
+        """The child that runs restate-server ``node``."""
+        data_dir = self.settings.data_dir
+        return Child(
+            name=node.label,
+            argv=restate_server.argv(self.settings, self._config_file(node), node),
+            env=env,
+            health_urls=node.health_urls,
+            pid_file=self.settings.pid_file(node.label),
+            log=_open_log(data_dir / "logs" / f"{node.label}.log"),
+        )
+
+    async def run(self) -> None:
+        """Start everything, supervise until a stop signal, then stop everything."""
+        ready_file = self.settings.ready_file
+        # Left behind by a supervisor that was killed: the pids in them are not ours.
+        for stale in (*(child.pid_file for child in self.children), ready_file):
+            stale.unlink(missing_ok=True)
+        try:
+            if await self._unless_stopped(self.start()):
+                processes.write_pid(ready_file, os.getpid())
+                self.say("ready; Ctrl-C stops everything")
+                await self.supervise()
+        finally:
+            ready_file.unlink(missing_ok=True)
+            await self.stop()
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless a stop signal comes first (then cancel it); whether it finished."""
+        task = asyncio.create_task(work)
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            task.cancel()
+        if not task.done() or task.cancelled():
+            self.say("stopping before everything started")
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        task.result()
+        return True
+
+    async def start(self) -> None:
+        """Start restate-server's nodes, then the service, then register the deployment."""
+        settings = self.settings
+        check_data_layout(settings)
+        self._check_ports()
+        for node in settings.restate_nodes:
+            self._config_file(node).write_text(restate_server.config_toml(settings, self._signing_key, node))
+        if settings.nodes == 1:
+            self.say(f"starting restate-server {restate_server.binary()}")
+        else:
+            self.say(
+                f"starting {settings.nodes} restate-server nodes (replication {settings.replication})"
+                f" {restate_server.binary()}"
+            )
+        # Together: a cluster's nodes wait for each other (its log needs `replication` of them).
+        await asyncio.gather(*(server.start() for server in self.servers))
+        self.say(f"starting the service on {settings.service_url}")
+        await self.service.start()
+        await self._register()
+        self.say(f"registered the deployment {settings.service_url}")
+        if settings.nodes > 1:
+            # A single node leads its partitions at once; a cluster elects their leaders first.
+            self.say("waiting until every partition has a leader")
+            try:
+                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
+            except (ServiceError, NotRunningError, httpx.TransportError) as error:
+                raise StackError(f"the partitions did not answer: {error}") from error
+
+    async def supervise(self) -> None:
+        """Restart whichever child dies, until the stack is asked to stop."""
+        watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait([stopping, *watchers], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a watcher only ends by raising
+        finally:
+            for task in (stopping, *watchers):
+                task.cancel()
+
+    async def stop(self) -> None:
+        """Stop the service, then restate-server's nodes; SIGKILL what does not stop in time."""
+        self._stopping.set()
+        await self.service.stop()
+        await asyncio.gather(*(server.stop() for server in self.servers))
+        for child in self.children:
+            child.log.close()
+
+    @property
+    def children(self) -> tuple[Child, ...]:
+        """The supervised processes, in start order."""
+        return (*self.servers, self.service)
+
+    async def _register(self) -> None:
+        """Register the service through the first node whose admin API takes it: any node will do."""
+        failures = []
+        for node in self.settings.restate_nodes:
+            admin = Admin(node.admin_url)
+            try:
+                await admin.register(self.settings.service_url)
+            except (AdminError, httpx.TransportError) as error:
+                failures.append(f"{node.label}: {error!r}")
+            else:
+                return
+            finally:
+                await admin.aclose()
+        raise StackError(f"no node registered the deployment: {'; '.join(failures)}")
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            assert child.process is not None
+            returncode = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            ran_for = time.monotonic() - child.started_at
+            if ran_for > STABLE_AFTER_SECONDS:
+                child.restarts = 0
+            delay = RESTART_BACKOFF_SECONDS[min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+            child.restarts += 1
+            self.say(
+                f"{child.name} died ({processes.describe_exit(returncode)}); restarting in {delay:.1f} s"
+            )
+            await asyncio.sleep(delay)
+            if self._stopping.is_set():
+                return
+            try:
+                await child.start()
+            except StackError as error:
+                self.say(f"{error}; trying again")
+                await child.stop()
+                continue
+            self.say(f"{child.name} is back (pid {child.process.pid})")
+
+    def _config_file(self, node: Node) -> Path:
+        return self.settings.data_dir / f"{node.label}.toml"
+
+    def _check_ports(self) -> None:
+        settings = self.settings
+        ports = {"service": settings.service_port}
+        for node in settings.restate_nodes:
+            prefix = f"{node.label} " if node.clustered else ""
+            ports |= {
+                f"{prefix}ingress": node.ingress_port,
+                f"{prefix}admin": node.admin_port,
+                f"{prefix}node": node.node_port,
+            }
+        busy = [
+            f"{name} port {port}"
+            for name, port in ports.items()
+            if not processes.port_is_free(settings.host, port)
+        ]
+        if busy:
+            raise StackError(f"already in use on {settings.host}: {', '.join(busy)}")
+
+
+async def supervise(settings: Settings, say: Say = say_to_stderr) -> None:
+    """What ``payments up`` does: lock the data directory, then run a :class:`Stack` until stopped.
+
+    The lock comes before anything is written there: a second ``payments up`` on the same
+    directory is refused without touching the first one's files. The stop signals are caught
+    first of all, so that one that comes while the key is made stops the stack like any other.
+    """
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stopping.set)
+    with _owner_only(), _exclusive(settings.data_dir):
+        await Stack(settings, stopping, say).run()
+
+
+@contextlib.contextmanager
+def _owner_only() -> Iterator[None]:
+    """Create every file and directory, ours and restate-server's, open to their owner only."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """Open a child's log for appending, private to its owner."""
+    log = path.open("ab")
+    os.fchmod(log.fileno(), 0o600)
+    return log
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold a lock on the data directory: two stacks on one directory would corrupt it."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (data_dir / "stack.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(f"another `payments up` is using {data_dir}") from None
+        yield
+
+
+_BASE_DIR = re.compile(r"restate(-[0-9]+)?")
+"""The names :func:`payments.restate_server.base_dir` gives a node's directory."""
+
+
+def check_data_layout(settings: Settings) -> None:
+    """Refuse a data directory that holds Restate data of another number of nodes.
+
+    The stack would start an empty Restate beside it and forget every payment id, so a retried
+    payment would be charged again.
+    """
+    data_dir = settings.data_dir
+    expected = {restate_server.base_dir(settings, node).name for node in settings.restate_nodes}
+    found = {path.name for path in data_dir.iterdir() if path.is_dir() and _BASE_DIR.fullmatch(path.name)}
+    if found - expected:
+        raise StackError(
+            f"{data_dir} holds the data of a Restate with other nodes ({', '.join(sorted(found))});"
+            f" {settings.nodes} node(s) would start empty beside it and forget every payment."
+            " Use another --data-dir, or the --nodes it was created with"
+        )

@@ -1,0 +1,1 @@
+"""The service that runs in production: Restate handlers, input rules, answers, the serving process."""

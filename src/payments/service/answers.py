@@ -1,0 +1,87 @@
+"""The JSON shapes the service answers with, shared by the service and its client."""
+
+from __future__ import annotations
+
+import pydantic
+from pydantic import ConfigDict
+
+from payments.domain.state_machine import Charge, Payment, State, Step
+
+_STATUS_REASONS = {
+    (State.NEW, False): "no payment with this id, or it has expired",
+    (State.COMPLETED, True): "payment completed",
+    (State.CANCELLED, False): "cancelled before any payment",
+    (State.CANCELLED, True): "cancelled; the payment was refunded",
+}
+
+
+class PaymentAnswer(pydantic.BaseModel):
+    """What makePayment, cancelPayment and getStatus answer.
+
+    ``outcome`` says what this call did (``status`` for getStatus), ``moneyMoved`` whether it moved
+    money, and ``accountId`` and ``amount`` are the charge the answer is about, when there is one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    paymentId: str  # noqa: N815 - wire names follow the original API
+    state: State
+    outcome: str
+    moneyMoved: bool  # noqa: N815
+    accountId: str | None  # noqa: N815
+    amount: int | None
+    reason: str
+
+    @classmethod
+    def of_step(cls, payment_id: str, step: Step) -> PaymentAnswer:
+        """The answer to a call that went through the state machine."""
+        return cls._of(
+            payment_id,
+            step.payment.state,
+            step.outcome.value,
+            money_moved=step.outcome.money_moved,
+            charge=step.charge,
+            reason=step.reason,
+        )
+
+    @classmethod
+    def of_status(cls, payment_id: str, payment: Payment) -> PaymentAnswer:
+        """The answer of getStatus: the stored payment, with no money moved."""
+        return cls._of(
+            payment_id,
+            payment.state,
+            "status",
+            money_moved=False,
+            charge=payment.charge,
+            reason=_STATUS_REASONS[(payment.state, payment.charge is not None)],
+        )
+
+    @classmethod
+    def _of(
+        cls,
+        payment_id: str,
+        state: State,
+        outcome: str,
+        *,
+        money_moved: bool,
+        charge: Charge | None,
+        reason: str,
+    ) -> PaymentAnswer:
+        return cls(
+            paymentId=payment_id,
+            state=state,
+            outcome=outcome,
+            moneyMoved=money_moved,
+            accountId=charge.account_id if charge else None,
+            amount=charge.amount if charge else None,
+            reason=reason,
+        )
+
+
+class BalanceAnswer(pydantic.BaseModel):
+    """What deposit and balance answer: an account's balance in cents."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accountId: str  # noqa: N815
+    balance: int

@@ -1,0 +1,81 @@
+"""The service process: virtual objects served over HTTP/2 by granian, inside this process's loop.
+
+Run as ``python -m payments.service.serve``; it stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import restate
+import restate.server
+import uvloop
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server
+
+from payments.config import Settings
+from payments.service.handlers import accounts, payments
+
+
+class ServingStoppedError(RuntimeError):
+    """The HTTP server ended on its own."""
+
+
+async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: Settings) -> None:
+    """Serve ``app`` on the service port until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The SDK takes over SIGTERM on its first request; hooks installed through it are kept.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        restate.server.install_shutdown_hook(loop, stop.set, signum)
+    # granian's HTTP/2 runs in Rust and the handlers on this loop: one process, and about a quarter
+    # less service CPU per request than hypercorn's pure-Python HTTP/2 (docs/performance.md).
+    server = Server(
+        app,
+        address=settings.host,
+        port=settings.service_port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        log_enabled=False,
+    )
+    serving = asyncio.create_task(server.serve())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        # granian gave up by itself (it could not listen, or its worker died): exit, so that the
+        # supervisor restarts the process instead of keeping one alive that serves nothing.
+        stopping.cancel()
+        serving.result()
+        raise ServingStoppedError("granian stopped serving without being asked to")
+    server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+    await serving
+
+
+def run(services: Sequence[restate.VirtualObject], name: str) -> int:
+    """Serve ``services`` to restate-server only: requests must carry its signature."""
+    settings = Settings.from_env()
+    if not settings.identity_key:
+        print(
+            f"{name}: PAYMENTS_IDENTITY_KEY is not set; refusing to accept unsigned requests"
+            " (start the service with `payments up`, which sets it)",
+            file=sys.stderr,
+        )
+        return 2
+    app = restate.app(services=list(services), identity_keys=[settings.identity_key])
+    # uvloop wakes the loop for granian's Rust threads more cheaply than asyncio's self-pipe, which
+    # took a sixth of the service's time under load (docs/performance.md).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve_until_stopped(app, settings))
+    return 0
+
+
+def main() -> int:
+    """Run the payment service process."""
+    return run([payments, accounts], "payments.service.serve")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

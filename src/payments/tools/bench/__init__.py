@@ -1,0 +1,1 @@
+"""``payments bench``: makePayment load at several concurrencies, next to a one-write ceiling."""

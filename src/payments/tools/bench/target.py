@@ -1,0 +1,25 @@
+"""The benchmark's ceiling: the smallest useful virtual object handler, one state write.
+
+``payments bench`` serves it exactly like the payment service, on the same restate-server, so the
+difference between the two is what the payment logic costs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import restate
+
+from payments.service.serve import run
+
+minimal = restate.VirtualObject("minimal")
+
+
+@minimal.handler("touch")
+async def touch(ctx: restate.ObjectContext) -> None:
+    """Write one state entry and return."""
+    ctx.set("touched", True)
+
+
+if __name__ == "__main__":
+    sys.exit(run([minimal], "payments.tools.bench.target"))

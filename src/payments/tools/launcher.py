@@ -1,0 +1,225 @@
+"""``payments up`` in a child process on free ports: what the tests, chaos runs and benchmarks use.
+
+The stack under test is the one users run, supervisor included, so a test that kills the service
+sees the same restart a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+import psutil
+
+from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
+from payments.config import SERVER, Settings
+from payments.runtime import health
+from payments.runtime.processes import die_with_parent, free_port_block
+
+Part = Literal["service", "restate-server"]
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+class LaunchError(RuntimeError):
+    """The stack did not come up, or did not go down, in time."""
+
+
+class LaunchedStack:
+    """A running ``payments up`` on its own ports and data directory."""
+
+    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, nodes: int = 1) -> None:
+        """Prepare a stack of ``nodes`` restate-server nodes in ``data_dir``.
+
+        ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables.
+        """
+        self.extra_env = dict(env or {})
+        taken: set[int] = set()
+        self.settings = Settings.from_env(
+            self.extra_env,
+            data_dir=data_dir,
+            nodes=nodes,
+            ingress_port=free_port_block(nodes, taken),
+            admin_port=free_port_block(nodes, taken),
+            node_port=free_port_block(nodes, taken),
+            service_port=free_port_block(1, taken),
+        )
+        self.log_path = data_dir / "payments-up.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start ``payments up`` and wait until the service answers through Restate.
+
+        A stack started from a thread stops when that thread ends: start it from the main thread.
+        """
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = {**os.environ, **self.extra_env, **self.settings.to_env()}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "payments.cli", "up", "--nodes", str(self.settings.nodes)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # SIGTERM, not SIGKILL: a test run that is killed leaves no stack holding ports and the lock.
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - one prctl call, no lock taken
+            )
+        try:
+            self._wait_started()
+        except BaseException:
+            # The context manager's exit does not run when entering fails: stop what did start.
+            with contextlib.suppress(LaunchError):
+                self.stop()
+            raise
+
+    def _wait_started(self) -> None:
+        """Wait until ``payments up`` has written its pid to the ready file: everything serves."""
+        ready_file, process = self.settings.ready_file, self.process
+
+        async def started() -> bool:
+            with contextlib.suppress(FileNotFoundError):
+                return process is not None and ready_file.read_text().strip() == str(process.pid)
+            return False
+
+        async def wait() -> None:
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                    await health.wait_until(started, exited=_exited(process))
+            except health.ExitedError:
+                raise LaunchError(f"payments up exited at start:\n{self.log_tail()}") from None
+            except TimeoutError:
+                raise LaunchError(
+                    f"payments up not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{self.log_tail()}"
+                ) from None
+
+        _blocking(wait())
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait until restate-server and the service both answer."""
+        wait_ready(self.settings, self.process, self.log_path, timeout)
+
+    def stop(self) -> None:
+        """Send SIGTERM to ``payments up`` and wait until it has stopped everything."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.kill_everything()
+            raise LaunchError(f"payments up did not stop in time:\n{self.log_tail()}") from None
+
+    def kill_everything(self) -> None:
+        """SIGKILL the supervisor and its children: the last resort of a test that failed."""
+        for label in ("service", *(node.label for node in self.settings.restate_nodes)):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+                os.kill(self._child(label), signal.SIGKILL)
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def label(self, part: Part, node: int = 1) -> str:
+        """The name of the service's, or of restate-server ``node``'s, pid and log files."""
+        return self.settings.restate_nodes[node - 1].label if part == SERVER else part
+
+    def pid(self, part: Part, node: int = 1) -> int:
+        """The pid of the running service or restate-server ``node``, from the supervisor's pid file."""
+        return int(self.settings.pid_file(self.label(part, node)).read_text())
+
+    def kill(self, part: Part, node: int = 1) -> int:
+        """SIGKILL the service or restate-server ``node``, as a crash would; the supervisor restarts it.
+
+        Raises ProcessLookupError when the pid file names no child of the supervisor: between a
+        crash and the restart it names a dead process, whose pid another process may have taken.
+        """
+        pid = self._child(self.label(part, node))
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def _child(self, label: str) -> int:
+        """The pid in ``label``'s pid file; ProcessLookupError unless it is a child of our supervisor."""
+        pid = int(self.settings.pid_file(label).read_text())
+        try:
+            ours = self.process is not None and psutil.Process(pid).ppid() == self.process.pid
+        except psutil.NoSuchProcess:
+            ours = False
+        if not ours:
+            raise ProcessLookupError(f"{label} (pid {pid}) is not running")
+        return pid
+
+    def log_tail(self) -> str:
+        """The end of the supervisor's log, for error messages."""
+        return log_tail(self.log_path)
+
+
+def wait_ready(
+    settings: Settings,
+    process: subprocess.Popen[bytes] | None,
+    log_path: Path,
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> None:
+    """Wait until every node of the stack of ``settings``, started by ``process``, answers through Restate.
+
+    For a stack that was up and lost a process: ``payments up`` restarts it without a word.
+    """
+    _blocking(_wait_ready(settings, process, log_path, timeout))
+
+
+async def _wait_ready(
+    settings: Settings, process: subprocess.Popen[bytes] | None, log_path: Path, seconds: float
+) -> None:
+    urls = [settings.service_health_url]
+    for node in settings.restate_nodes:
+        urls += health.node_ready_urls(node)
+    try:
+        async with asyncio.timeout(seconds):
+            await health.wait_until_answers(urls, exited=_exited(process))
+            if settings.nodes > 1:
+                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
+    except health.ExitedError:
+        raise LaunchError(f"the stack exited; see {log_path}:\n{log_tail(log_path)}") from None
+    except TimeoutError:
+        raise LaunchError(f"stack not ready after {seconds:.0f} s:\n{log_tail(log_path)}") from None
+    except (ServiceError, NotRunningError, httpx.TransportError) as error:
+        raise LaunchError(f"the partitions did not answer ({error}):\n{log_tail(log_path)}") from error
+
+
+def _exited(process: subprocess.Popen[bytes] | None) -> Callable[[], bool]:
+    return lambda: process is not None and process.poll() is not None
+
+
+def _blocking(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` to its end in a thread of its own: callers inside an event loop can wait too."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, coroutine).result()
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of a log file, for error messages."""
+    with contextlib.suppress(FileNotFoundError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"

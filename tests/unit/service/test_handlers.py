@@ -1,0 +1,96 @@
+"""The guard around every handler, and the retry policy the services declare."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+import restate
+from restate.exceptions import SuspendedException
+from restate.server_context import DisconnectedException
+
+from payments.service.handlers import RETRY_POLICY, accounts, guarded, payments
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeContext:
+    """Just enough of an object context for the guard: the key."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def key(self) -> str:
+        return self._key
+
+
+def failing(error: BaseException) -> Callable[[FakeContext], Awaitable[None]]:
+    async def handler(ctx: FakeContext) -> None:
+        raise error
+
+    return guarded(handler, "payments/makePayment")
+
+
+async def test_an_unexpected_exception_is_logged_at_error_level_and_raised_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler = failing(KeyError("boom"))
+    with pytest.raises(KeyError, match="boom"):
+        await handler(FakeContext("p-1\ud800\n"))
+
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    message = record.getMessage()
+    assert "payments/makePayment on key p-1\\ud800\\n failed with an unexpected KeyError" in message
+    message.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [restate.TerminalError("refused", 400), DisconnectedException(), SuspendedException()],
+    ids=["terminal", "disconnected", "suspended"],
+)
+async def test_the_sdk_control_flow_passes_through_without_a_word(
+    caplog: pytest.LogCaptureFixture, error: BaseException
+) -> None:
+    handler = failing(error)
+    with pytest.raises(type(error)):
+        await handler(FakeContext("p-1"))
+
+    assert caplog.records == []
+
+
+async def test_the_answer_passes_through() -> None:
+    async def handler(ctx: FakeContext, amount: int) -> int:
+        return amount * 2
+
+    assert await guarded(handler, "accounts/deposit")(FakeContext("a"), 21) == 42
+
+
+class BrokenStateContext(FakeContext):
+    """A context whose state cannot be read: an unexpected failure inside any handler."""
+
+    async def get(self, name: str) -> object:
+        raise RuntimeError(f"no state {name}")
+
+
+INPUTS: dict[str, object] = {"makePayment": b'{"accountId": "a", "amount": 1}', "deposit": b"1"}
+
+
+async def test_every_handler_is_guarded(caplog: pytest.LogCaptureFixture) -> None:
+    for service in (payments, accounts):
+        for name, handler in service.handlers.items():
+            caplog.clear()
+            arguments = [INPUTS.get(name, 1)] if handler.arity == 2 else []
+            with pytest.raises(RuntimeError, match="no state"):
+                await handler.fn(BrokenStateContext("key-1"), *arguments)
+
+            [record] = caplog.records
+            assert record.levelno == logging.ERROR
+            assert record.getMessage().startswith(f"{service.name}/{name} on key key-1 failed")
+
+
+def test_both_services_pause_after_their_retries_instead_of_killing() -> None:
+    assert payments.invocation_retry_policy is accounts.invocation_retry_policy is RETRY_POLICY
+    assert RETRY_POLICY.on_max_attempts == "pause"
