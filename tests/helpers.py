@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +16,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout the tests run from: where ``make`` runs and ``tests.integration`` modules import."""

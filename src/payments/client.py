@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -22,9 +21,6 @@ NOT_FOUND = 404
 FIRST_PAUSE_SECONDS = 0.1
 MOST_PAUSE_SECONDS = 2.0
 """The longest pause between two retries: a call waits at most this long after the stack is back."""
-PROBES_PER_PARTITION = 16
-"""Read-only calls per partition through each node, with as many payment ids: the chance that some
-partition gets none is below the number of partitions in ten million."""
 T = TypeVar("T")
 
 
@@ -230,31 +226,3 @@ async def until_answered(
             if on_retry is not None:
                 on_retry(error)
         await asyncio.sleep(next(waits))
-
-
-async def wait_until_every_partition_answers(
-    ingress_urls: Sequence[str], partitions: int, *, deadline_seconds: float = 300.0
-) -> None:
-    """Wait until every node's ingress answers a getStatus for each of many payment ids.
-
-    A cluster's ingresses answer their health check before each partition has a leader, which takes
-    seconds after a cold start, and before they know a deployment just registered (a 404 meanwhile).
-    The probes store nothing.
-    """
-    async with contextlib.AsyncExitStack() as opened:
-        # One client per node and no failover: each node's ingress must answer for itself.
-        clients = [await opened.enter_async_context(PaymentsClient(url)) for url in ingress_urls]
-
-        async def probe(client: PaymentsClient, index: int) -> None:
-            await until_answered(
-                lambda: client.get_status(f"readiness-probe-{index}"),
-                deadline_seconds=deadline_seconds,
-            )
-
-        await asyncio.gather(
-            *(
-                probe(client, index)
-                for client in clients
-                for index in range(PROBES_PER_PARTITION * partitions)
-            )
-        )

@@ -83,6 +83,11 @@ class Settings:
     identity_key: str = ""
     """The public key whose signature the service requires; the stack derives it from its own
     private key, so it is set for the service process and not by users."""
+    service_module: str = "payments.service.serve"
+    """The module ``payments up`` runs as the service (tests run deliberately broken ones)."""
+    restate_server_bin: str = ""
+    """The restate-server binary; empty: the one npm installed (``node_modules`` in the current
+    directory or one above it), else ``restate-server`` on the PATH."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -94,10 +99,10 @@ class Settings:
                 values[field.name] = _convert(field.name, field.type, raw)
         values.update({name: value for name, value in overrides.items() if value is not None})
         settings = cls(**values)  # type: ignore[arg-type]
-        settings.check()
+        settings.validate()
         return settings
 
-    def check(self) -> None:
+    def validate(self) -> None:
         """Refuse settings the service cannot run with."""
         if not 0 < self.expiry_seconds <= MAX_EXPIRY_SECONDS:
             raise ValueError(
@@ -182,6 +187,11 @@ class Settings:
     def service_url(self) -> str:
         """Where restate-server reaches the Python service."""
         return f"http://{self.host}:{self.service_port}"
+
+    @property
+    def signing_key(self) -> Path:
+        """The private key restate-server signs its requests to the service with."""
+        return self.data_dir / "identity" / "private.pem"
 
     @property
     def service_health_url(self) -> str:

@@ -15,9 +15,8 @@ import pytest
 
 from payments.config import Settings
 from payments.runtime.processes import free_port, port_is_free
-from payments.runtime.restate_server import PROJECT_ROOT
 from payments.tools.launcher import wait_ready
-from tests.helpers import wait_for
+from tests.helpers import PROJECT_ROOT, wait_for
 
 MAKE_PAYMENT = [
     "curl", "-s", "-X", "POST", "{ingress}/payments/my-payment-id/makePayment",

@@ -40,9 +40,8 @@ async def client(stack: LaunchedStack) -> AsyncIterator[PaymentsClient]:
 @pytest.fixture
 async def admin(stack: LaunchedStack) -> AsyncIterator[Admin]:
     """A client of the stack's admin API."""
-    admin_client = Admin(stack.settings.admin_url)
-    yield admin_client
-    await admin_client.aclose()
+    async with Admin(stack.settings.admin_url) as admin_client:
+        yield admin_client
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ async def test_a_call_straight_to_the_service_port_is_refused_and_changes_nothin
 
 
 def test_the_signing_key_is_readable_by_its_owner_only(stack: LaunchedStack) -> None:
-    key = stack.settings.data_dir / "identity" / "private.pem"
+    key = stack.settings.signing_key
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 

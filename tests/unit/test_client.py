@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from payments.client import (
-    PROBES_PER_PARTITION,
     NotRunningError,
     PaymentsClient,
     ServiceError,
@@ -17,7 +16,6 @@ from payments.client import (
     pauses,
     rotated,
     until_answered,
-    wait_until_every_partition_answers,
 )
 from payments.runtime.processes import free_port_block
 from payments.service.validation import InvalidInputError
@@ -206,25 +204,6 @@ def at_first(failing: Behaviour, times: int) -> Behaviour:
         return failing(request) if calls <= times else answers(request)
 
     return behaviour
-
-
-async def test_the_readiness_probe_waits_until_every_node_answers_many_ids(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    nodes = FakeNodes(n1=at_first(does_not_know_the_service, 70), n2=answers, n3=at_first(refuses, 3))
-    real_client = httpx.AsyncClient
-    monkeypatch.setattr(
-        httpx, "AsyncClient", lambda **options: real_client(**options, transport=httpx.MockTransport(nodes))
-    )
-
-    await wait_until_every_partition_answers(NODES, partitions=4)
-
-    probes = 4 * PROBES_PER_PARTITION
-    for host in ("n1", "n2", "n3"):
-        paths = {path for attempt_host, path in nodes.attempts if attempt_host == host}
-        assert len(paths) == probes
-        assert all(path.endswith("/getStatus") for path in paths)
-    assert len(nodes.attempts) == 3 * probes + 70 + 3
 
 
 async def test_a_restarted_single_node_that_does_not_know_the_service_yet_is_retried() -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
+import shutil
 from pathlib import Path
 
 from payments.config import Node, Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-BINARY_ENV = "PAYMENTS_RESTATE_SERVER_BIN"
 NODE_NAME = "payments-node"
 CLUSTER_NAME = "payments-cluster"
 _PLATFORMS = {
@@ -21,17 +19,31 @@ _PLATFORMS = {
 }
 
 
-def binary() -> Path:
-    """The real restate-server executable.
+class BinaryNotFoundError(FileNotFoundError):
+    """No restate-server executable where :func:`binary` looks."""
 
-    Not the Node wrapper in node_modules/.bin: killing the wrapper leaves the server running.
+
+def binary(settings: Settings) -> Path:
+    """The real restate-server executable: the configured one, else the one npm installed, else PATH's.
+
+    npm's is looked for the way Node resolves packages, in ``node_modules`` of the current directory
+    and each one above it, then of this package's directory and those above it (an editable install
+    in a checkout). Never the Node wrapper in node_modules/.bin: killing it leaves the server running.
     """
-    override = os.environ.get(BINARY_ENV)
-    if override:
-        return Path(override)
+    if settings.restate_server_bin:
+        return Path(settings.restate_server_bin)
     suffix = _PLATFORMS.get((platform.system(), platform.machine()), "linux-x64")
-    path = PROJECT_ROOT / "node_modules" / "@restatedev" / f"restate-server-{suffix}" / "bin"
-    return path / "restate-server"
+    relative = Path("node_modules", "@restatedev", f"restate-server-{suffix}", "bin", "restate-server")
+    here = Path(__file__).resolve().parent
+    for directory in (Path.cwd(), *Path.cwd().parents, here, *here.parents):
+        if (directory / relative).is_file():
+            return directory / relative
+    on_path = shutil.which("restate-server")
+    if on_path is None:
+        raise BinaryNotFoundError(
+            "restate-server not found: `make setup` installs it (npm ci), or set PAYMENTS_RESTATE_SERVER_BIN"
+        )
+    return Path(on_path)
 
 
 def base_dir(settings: Settings, node: Node | None = None) -> Path:
@@ -45,12 +57,12 @@ def node_name(node: Node) -> str:
     return f"{NODE_NAME}-{node.index}" if node.clustered else NODE_NAME
 
 
-def config_toml(settings: Settings, signing_key: Path, node: Node | None = None) -> str:
+def config_toml(settings: Settings, node: Node | None = None) -> str:
     """The configuration file of restate-server ``node`` (by default the first) for these settings.
 
     Values in ``RESTATE_*`` environment variables still win over it, which is how the tests turn
     the invoker's inactivity timeout down to zero. restate-server signs its requests to the
-    service with ``signing_key``. The nodes of a cluster differ only in their name, ports and
+    service with the stack's signing key. The nodes of a cluster differ only in their name, ports and
     whether they provision it.
     """
     node = node or settings.restate_nodes[0]
@@ -105,7 +117,7 @@ default-provider = "{log_provider}"
 record-cache-memory-size = "32 MiB"
 
 [worker.invoker]
-request-identity-private-key-pem-file = {json.dumps(str(signing_key.resolve()))}
+request-identity-private-key-pem-file = {json.dumps(str(settings.signing_key.resolve()))}
 memory-limit = "256 MiB"
 {cluster_tables}"""
 
@@ -113,7 +125,7 @@ memory-limit = "256 MiB"
 def argv(settings: Settings, config_file: Path, node: Node | None = None) -> list[str]:
     """The command line that starts restate-server ``node`` (by default the first)."""
     return [
-        str(binary()),
+        str(binary(settings)),
         "--no-logo",
         "--config-file",
         str(config_file),

@@ -24,13 +24,14 @@ from typing import IO, Any
 
 import httpx
 
-from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
 from payments.config import Node, Settings
 from payments.runtime import health, identity, processes, restate_server
 from payments.runtime.admin import Admin, AdminError
 
 STOP_GRACE_SECONDS = 5.0
 START_TIMEOUT_SECONDS = 60.0
+PARTITIONS_TIMEOUT_SECONDS = 300.0
+"""How long a cluster's partitions may take to elect their leaders after a cold start."""
 RESTART_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 STABLE_AFTER_SECONDS = 10.0
 """A child that ran this long before dying is restarted after the shortest pause again."""
@@ -72,17 +73,15 @@ class Child:
         except OSError as error:
             raise StackError(f"{self.name} could not be started: {error}") from None
 
-        def exited() -> bool:
-            return process.returncode is not None
+        def exited() -> str | None:
+            return None if process.returncode is None else processes.describe_exit(process.returncode)
 
         try:
-            async with asyncio.timeout(START_TIMEOUT_SECONDS):
-                await health.wait_until_answers(self.health_urls, exited=exited)
-        except health.ExitedError:
-            code = processes.describe_exit(process.returncode or 0)
-            raise StackError(f"{self.name} exited at start ({code}); see {self.log.name}") from None
-        except TimeoutError:
-            raise StackError(f"{self.name} not ready after {START_TIMEOUT_SECONDS:.0f} s") from None
+            await health.wait_until_answers(
+                self.health_urls, exited=exited, seconds=START_TIMEOUT_SECONDS, what=self.name
+            )
+        except health.NotReadyError as error:
+            raise StackError(f"{error}; see {self.log.name}") from None
 
     async def stop(self) -> None:
         """Stop the process: SIGTERM, then SIGKILL after a grace period."""
@@ -111,21 +110,22 @@ class Stack:
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         logs.chmod(0o700)  # older versions made it, and the logs in it, readable by all
-        signing_key = data_dir / "identity" / "private.pem"
         try:
-            key = identity.ensure_private_key(signing_key)
-        except identity.KeyFileError as error:
+            key = identity.ensure_private_key(settings.signing_key)
+            server_binary = restate_server.binary(settings)
+        except (identity.KeyFileError, restate_server.BinaryNotFoundError) as error:
             raise StackError(str(error)) from None
-        settings = dataclasses.replace(settings, identity_key=identity.public_key(key))
+        settings = dataclasses.replace(
+            settings, identity_key=identity.public_key(key), restate_server_bin=str(server_binary)
+        )
         self.settings = settings
         self.say = say
-        self._signing_key = signing_key
         self._stopping = stopping
         env = {**os.environ, **settings.to_env()}
         self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
             name="service",
-            argv=[sys.executable, "-m", os.environ.get("PAYMENTS_SERVICE_MODULE", "payments.service.serve")],
+            argv=[sys.executable, "-m", settings.service_module],
             env=env,
             health_urls=(settings.service_health_url,),
             pid_file=settings.pid_file("service"),
@@ -182,13 +182,13 @@ class Stack:
         check_data_layout(settings)
         self._check_ports()
         for node in settings.restate_nodes:
-            self._config_file(node).write_text(restate_server.config_toml(settings, self._signing_key, node))
+            self._config_file(node).write_text(restate_server.config_toml(settings, node))
         if settings.nodes == 1:
-            self.say(f"starting restate-server {restate_server.binary()}")
+            self.say(f"starting restate-server {settings.restate_server_bin}")
         else:
             self.say(
                 f"starting {settings.nodes} restate-server nodes (replication {settings.replication})"
-                f" {restate_server.binary()}"
+                f" {settings.restate_server_bin}"
             )
         # Together: a cluster's nodes wait for each other (its log needs `replication` of them).
         await asyncio.gather(*(server.start() for server in self.servers))
@@ -200,9 +200,14 @@ class Stack:
             # A single node leads its partitions at once; a cluster elects their leaders first.
             self.say("waiting until every partition has a leader")
             try:
-                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
-            except (ServiceError, NotRunningError, httpx.TransportError) as error:
-                raise StackError(f"the partitions did not answer: {error}") from error
+                await health.wait_until_every_partition_answers(
+                    settings.ingress_urls,
+                    settings.partitions,
+                    exited=health.still_running,
+                    seconds=PARTITIONS_TIMEOUT_SECONDS,
+                )
+            except health.NotReadyError as error:
+                raise StackError(str(error)) from None
 
     async def supervise(self) -> None:
         """Restart whichever child dies, until the stack is asked to stop."""
@@ -233,15 +238,13 @@ class Stack:
         """Register the service through the first node whose admin API takes it: any node will do."""
         failures = []
         for node in self.settings.restate_nodes:
-            admin = Admin(node.admin_url)
-            try:
-                await admin.register(self.settings.service_url)
-            except (AdminError, httpx.TransportError) as error:
-                failures.append(f"{node.label}: {error!r}")
-            else:
-                return
-            finally:
-                await admin.aclose()
+            async with Admin(node.admin_url) as admin:
+                try:
+                    await admin.register(self.settings.service_url)
+                except (AdminError, httpx.TransportError) as error:
+                    failures.append(f"{node.label}: {error!r}")
+                else:
+                    return
         raise StackError(f"no node registered the deployment: {'; '.join(failures)}")
 
     async def _watch(self, child: Child) -> None:

@@ -13,18 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-import httpx
 import psutil
 
-from payments.client import NotRunningError, ServiceError, wait_until_every_partition_answers
 from payments.config import SERVER, Settings
 from payments.runtime import health
-from payments.runtime.processes import die_with_parent, free_port_block
+from payments.runtime.processes import describe_exit, die_with_parent, free_port_block
 
 Part = Literal["service", "restate-server"]
 READY_TIMEOUT_SECONDS = 90.0
@@ -106,14 +104,11 @@ class LaunchedStack:
 
         async def wait() -> None:
             try:
-                async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-                    await health.wait_until(started, exited=_exited(process))
-            except health.ExitedError:
-                raise LaunchError(f"payments up exited at start:\n{self.log_tail()}") from None
-            except TimeoutError:
-                raise LaunchError(
-                    f"payments up not ready after {READY_TIMEOUT_SECONDS:.0f} s:\n{self.log_tail()}"
-                ) from None
+                await health.wait_until(
+                    started, exited=exited(process), seconds=READY_TIMEOUT_SECONDS, what="payments up"
+                )
+            except health.NotReadyError as error:
+                raise LaunchError(f"{error}:\n{self.log_tail()}") from None
 
         _blocking(wait())
 
@@ -195,21 +190,25 @@ async def _wait_ready(
     urls = [settings.service_health_url]
     for node in settings.restate_nodes:
         urls += health.node_ready_urls(node)
+    process_exited = exited(process)
     try:
-        async with asyncio.timeout(seconds):
-            await health.wait_until_answers(urls, exited=_exited(process))
-            if settings.nodes > 1:
-                await wait_until_every_partition_answers(settings.ingress_urls, settings.partitions)
-    except health.ExitedError:
-        raise LaunchError(f"the stack exited; see {log_path}:\n{log_tail(log_path)}") from None
-    except TimeoutError:
-        raise LaunchError(f"stack not ready after {seconds:.0f} s:\n{log_tail(log_path)}") from None
-    except (ServiceError, NotRunningError, httpx.TransportError) as error:
-        raise LaunchError(f"the partitions did not answer ({error}):\n{log_tail(log_path)}") from error
+        await health.wait_until_answers(urls, exited=process_exited, seconds=seconds, what="the stack")
+        if settings.nodes > 1:
+            await health.wait_until_every_partition_answers(
+                settings.ingress_urls, settings.partitions, exited=process_exited, seconds=seconds
+            )
+    except health.NotReadyError as error:
+        raise LaunchError(f"{error}; see {log_path}:\n{log_tail(log_path)}") from None
 
 
-def _exited(process: subprocess.Popen[bytes] | None) -> Callable[[], bool]:
-    return lambda: process is not None and process.poll() is not None
+def exited(process: subprocess.Popen[bytes] | None) -> health.Exited:
+    """How :mod:`payments.runtime.health`'s waits learn that ``process`` ended."""
+
+    def status() -> str | None:
+        returncode = None if process is None else process.poll()
+        return None if returncode is None else describe_exit(returncode)
+
+    return status
 
 
 def _blocking(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -12,17 +12,15 @@ from payments.config import Settings
 from payments.runtime import restate_server
 from payments.runtime.supervisor import StackError, check_data_layout
 
-KEY = Path("/keys/private.pem")
-
 
 def parsed(settings: Settings, index: int = 1) -> dict[str, Any]:
     node = settings.restate_nodes[index - 1]
-    return tomllib.loads(restate_server.config_toml(settings, KEY, node))
+    return tomllib.loads(restate_server.config_toml(settings, node))
 
 
 def test_a_single_node_keeps_its_name_and_base_dir_and_has_no_cluster_keys() -> None:
     settings = Settings(data_dir=Path("/data"))
-    config = tomllib.loads(restate_server.config_toml(settings, KEY))
+    config = tomllib.loads(restate_server.config_toml(settings))
 
     assert config["node-name"] == "payments-node"
     assert {"cluster-name", "auto-provision", "default-replication", "metadata-client"}.isdisjoint(config)
@@ -34,9 +32,11 @@ def test_a_single_node_keeps_its_name_and_base_dir_and_has_no_cluster_keys() -> 
         8080,
     )
     assert config["advertised-address"] == "http://127.0.0.1:5122/"
-    assert config["worker"]["invoker"]["request-identity-private-key-pem-file"] == str(KEY)
-    assert restate_server.config_toml(settings, KEY) == restate_server.config_toml(
-        settings, KEY, settings.restate_nodes[0]
+    assert (
+        config["worker"]["invoker"]["request-identity-private-key-pem-file"] == "/data/identity/private.pem"
+    )
+    assert restate_server.config_toml(settings) == restate_server.config_toml(
+        settings, settings.restate_nodes[0]
     )
     assert restate_server.base_dir(settings) == Path("/data/restate")
     assert restate_server.argv(settings, Path("/c.toml"))[-2:] == ["--base-dir", "/data/restate"]

@@ -30,7 +30,7 @@ import psutil
 from payments.runtime import health, identity
 from payments.runtime.admin import Admin
 from payments.runtime.processes import die_with_parent, free_port, terminate_popen
-from payments.tools.launcher import LaunchedStack, wait_ready
+from payments.tools.launcher import LaunchedStack, exited, wait_ready
 
 Target = Literal["payments", "minimal", "health"]
 ACCOUNTS = 100
@@ -265,9 +265,7 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
     settings = dataclasses.replace(
         stack.settings,
         service_port=free_port(),
-        identity_key=identity.public_key(
-            identity.ensure_private_key(stack.settings.data_dir / "identity" / "private.pem")
-        ),
+        identity_key=identity.public_key(identity.ensure_private_key(stack.settings.signing_key)),
     )
     log_path = stack.settings.data_dir / "logs" / "bench-target.log"
     with log_path.open("ab") as log:
@@ -289,21 +287,17 @@ def _minimal_target(stack: LaunchedStack) -> Iterator[psutil.Process]:
 
 async def _wait_until_answers(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     try:
-        async with asyncio.timeout(30):
-            await health.wait_until_answers([url], exited=lambda: process.poll() is not None)
-    except health.ExitedError:
-        raise BenchError(f"the ceiling's service exited; see {log_path}") from None
-    except TimeoutError:
-        raise BenchError(f"the ceiling's service did not answer; see {log_path}") from None
+        await health.wait_until_answers(
+            [url], exited=exited(process), seconds=30, what="the ceiling's service"
+        )
+    except health.NotReadyError as error:
+        raise BenchError(f"{error}; see {log_path}") from None
 
 
 def _register(admin_url: str, service_url: str) -> None:
     async def register() -> None:
-        admin = Admin(admin_url)
-        try:
+        async with Admin(admin_url) as admin:
             await admin.register(service_url)
-        finally:
-            await admin.aclose()
 
     asyncio.run(register())
 
