@@ -23,14 +23,14 @@ from payments.config import Settings
 from payments.domain.balances import Account
 from payments.domain.state_machine import Charge
 from payments.service import serve
-from payments.service.handlers import RestateLedger
+from payments.service.handlers import RestateEffects
 
 BUG_VARIABLE: Final = "BROKEN_SERVICE_BUG"
-_refund_once = RestateLedger.refund
-_ledger_init = RestateLedger.__init__
+_refund_once = RestateEffects.refund
+_effects_init = RestateEffects.__init__
 
 
-async def refund_twice(self: RestateLedger, charge: Charge) -> None:
+async def refund_twice(self: RestateEffects, charge: Charge) -> None:
     """Give the charge back, and then once more."""
     await _refund_once(self, charge)
     await _refund_once(self, charge)
@@ -41,14 +41,14 @@ def overdraw(self: Account, amount: int) -> Account:
     return Account(self.balance - amount, self.refundable + amount)
 
 
-def early_ledger(self: RestateLedger, ctx: restate.ObjectContext, settings: Settings) -> None:
-    """A ledger that arms the expiry timer for a tenth of the window."""
-    _ledger_init(self, ctx, dataclasses.replace(settings, expiry_seconds=settings.expiry_seconds / 10))
+def early_effects(self: RestateEffects, ctx: restate.ObjectContext, settings: Settings) -> None:
+    """Effects that arm the expiry timer for a tenth of the window."""
+    _effects_init(self, ctx, dataclasses.replace(settings, expiry_seconds=settings.expiry_seconds / 10))
 
 
 def plant_refund_twice() -> None:
     """Every refund is given back twice."""
-    RestateLedger.refund = refund_twice  # type: ignore[method-assign]
+    RestateEffects.refund = refund_twice  # type: ignore[method-assign]
 
 
 def plant_overdraw() -> None:
@@ -58,7 +58,7 @@ def plant_overdraw() -> None:
 
 def plant_early_expiry() -> None:
     """Lifecycles end after a tenth of the window."""
-    RestateLedger.__init__ = early_ledger  # type: ignore[method-assign]
+    RestateEffects.__init__ = early_effects  # type: ignore[method-assign]
 
 
 BUGS: Final[dict[str, Callable[[], None]]] = {

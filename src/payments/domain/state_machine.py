@@ -2,7 +2,7 @@
 
 Everything a payment id can go through is in :data:`TRANSITIONS`. The Restate handlers only load the
 stored :class:`Payment`, feed the event to :func:`run`, and store what comes back; the money moves
-through a :class:`Ledger` that they provide. Nothing here knows about Restate or HTTP, so the rules
+through the :class:`Effects` that they provide. Nothing here knows about Restate or HTTP, so the rules
 are unit-tested on their own.
 """
 
@@ -31,9 +31,9 @@ class Event(enum.StrEnum):
     """makePayment with a body that differs from the one the id completed with."""
     CANCEL = "cancel"
     WITHDRAWN = "withdrawn"
-    """The ledger took the money that a PAY asked for."""
+    """The withdrawal that a PAY asked for took the money."""
     DECLINED = "declined"
-    """The ledger refused the withdrawal: not enough funds."""
+    """The withdrawal was refused: not enough funds."""
     EXPIRE = "expire"
     """The expiry timer of the id's current lifecycle has fired."""
     STALE_EXPIRE = "stale_expire"
@@ -45,7 +45,7 @@ class Effect(enum.Enum):
     """What a transition asks the outside world to do, in order."""
 
     WITHDRAW = enum.auto()
-    """Take the charge from its account; the ledger answers with WITHDRAWN or DECLINED."""
+    """Take the charge from its account; the answer is WITHDRAWN or DECLINED."""
     REFUND = enum.auto()
     """Give the charge back to its account, and wait until it is in the balance."""
     ARM_EXPIRY = enum.auto()
@@ -151,8 +151,8 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
 which only NEW asks for, so they have no row in the other states."""
 
 
-class Ledger(Protocol):
-    """Where the money of a payment moves: the handlers' side of the effects."""
+class Effects(Protocol):
+    """What carries out the table's effects, provided by the handlers: moving money, arming timers."""
 
     async def withdraw(self, charge: Charge) -> bool:
         """Take the charge from its account; False when the funds are insufficient."""
@@ -171,7 +171,7 @@ class Ledger(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class Transition:
     """The result of one event: the payment to store and what to tell the client."""
 
     payment: Payment
@@ -193,8 +193,10 @@ def classify_timer(payment: Payment, lifecycle: str | None) -> Event:
     return Event.EXPIRE if lifecycle == payment.lifecycle else Event.STALE_EXPIRE
 
 
-async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | None = None) -> Step:
-    """Apply ``event`` to ``payment``, performing the effects of the table through ``ledger``.
+async def advance(
+    payment: Payment, event: Event, effects: Effects, charge: Charge | None = None
+) -> Transition:
+    """Apply ``event`` to ``payment``, performing the effects of the table through ``effects``.
 
     ``charge`` is the request's charge for PAY events; other events act on the stored one.
     """
@@ -203,18 +205,18 @@ async def run(payment: Payment, event: Event, ledger: Ledger, charge: Charge | N
     rule = TRANSITIONS[(payment.state, event)]
     for effect in rule.effects:
         if effect is Effect.ARM_EXPIRY:
-            lifecycle = ledger.arm_expiry()
+            lifecycle = effects.arm_expiry()
             continue
         if charge is None:  # pragma: no cover - the table moves money only where there is a charge
             raise AssertionError(f"{effect} needs a charge in state {payment.state}")
         if effect is Effect.WITHDRAW:
-            withdrawn = await ledger.withdraw(charge)
+            withdrawn = await effects.withdraw(charge)
             follow_up = Event.WITHDRAWN if withdrawn else Event.DECLINED
-            return await run(payment, follow_up, ledger, charge)
-        await ledger.refund(charge)
+            return await advance(payment, follow_up, effects, charge)
+        await effects.refund(charge)
     if rule.outcome is None:  # pragma: no cover - only rows with a WITHDRAW have no outcome
         raise AssertionError(f"no outcome for {event} in state {payment.state}")
     if rule.next_state is State.NEW:
-        return Step(Payment(), rule.outcome, rule.reason, charge)
+        return Transition(Payment(), rule.outcome, rule.reason, charge)
     kept = charge if rule.next_state is State.COMPLETED else payment.charge
-    return Step(Payment(rule.next_state, kept, lifecycle), rule.outcome, rule.reason, charge)
+    return Transition(Payment(rule.next_state, kept, lifecycle), rule.outcome, rule.reason, charge)

@@ -91,7 +91,7 @@ class Child:
         self.pid_file.unlink(missing_ok=True)
 
 
-class Stack:
+class Supervisor:
     """restate-server (one or a cluster of nodes) and the payment service for one set of settings.
 
     It writes into the data directory from the start: run it through :func:`supervise`, which
@@ -154,7 +154,7 @@ class Stack:
             if await self._unless_stopped(self.start()):
                 processes.write_pid(ready_file, os.getpid())
                 self.say("ready; Ctrl-C stops everything")
-                await self.supervise()
+                await self.restart_what_dies()
         finally:
             ready_file.unlink(missing_ok=True)
             await self.stop()
@@ -209,7 +209,7 @@ class Stack:
             except health.NotReadyError as error:
                 raise StackError(str(error)) from None
 
-    async def supervise(self) -> None:
+    async def restart_what_dies(self) -> None:
         """Restart whichever child dies, until the stack is asked to stop."""
         watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
         stopping = asyncio.create_task(self._stopping.wait())
@@ -295,7 +295,7 @@ class Stack:
 
 
 async def supervise(settings: Settings, say: Say = say_to_stderr) -> None:
-    """What ``payments up`` does: lock the data directory, then run a :class:`Stack` until stopped.
+    """What ``payments up`` does: lock the data directory, then run a :class:`Supervisor` until stopped.
 
     The lock comes before anything is written there: a second ``payments up`` on the same
     directory is refused without touching the first one's files. The stop signals are caught
@@ -306,7 +306,7 @@ async def supervise(settings: Settings, say: Say = say_to_stderr) -> None:
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stopping.set)
     with _owner_only(), _exclusive(settings.data_dir):
-        await Stack(settings, stopping, say).run()
+        await Supervisor(settings, stopping, say).run()
 
 
 @contextlib.contextmanager

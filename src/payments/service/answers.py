@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydantic
 from pydantic import ConfigDict
 
-from payments.domain.state_machine import Charge, Payment, State, Step
+from payments.domain.state_machine import Charge, Payment, State, Transition
 
 _STATUS_REASONS = {
     (State.NEW, False): "no payment with this id, or it has expired",
@@ -33,15 +33,15 @@ class PaymentAnswer(pydantic.BaseModel):
     reason: str
 
     @classmethod
-    def of_step(cls, payment_id: str, step: Step) -> PaymentAnswer:
+    def of_transition(cls, payment_id: str, transition: Transition) -> PaymentAnswer:
         """The answer to a call that went through the state machine."""
         return cls._of(
             payment_id,
-            step.payment.state,
-            step.outcome.value,
-            money_moved=step.outcome.money_moved,
-            charge=step.charge,
-            reason=step.reason,
+            transition.payment.state,
+            transition.outcome.value,
+            money_moved=transition.outcome.money_moved,
+            charge=transition.charge,
+            reason=transition.reason,
         )
 
     @classmethod

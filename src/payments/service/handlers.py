@@ -124,7 +124,7 @@ def checked_key(ctx: AnyObjectContext, field: str) -> str:
 # -- payments --------------------------------------------------------------------------------------
 
 
-class RestateLedger:
+class RestateEffects:
     """Moves the money of one payment through the ``accounts`` objects, durably."""
 
     def __init__(self, ctx: restate.ObjectContext, settings: Settings) -> None:
@@ -184,12 +184,12 @@ async def apply(
     """
     payment = await load_payment(ctx)
     event = event_for(payment)
-    step = await state_machine.run(payment, event, RestateLedger(ctx, SETTINGS), charge)
-    if step.outcome is Outcome.CONFLICT:
-        raise rejection(step.reason, 409)
-    if step.payment != payment:
-        store_payment(ctx, step.payment)
-    return PaymentAnswer.of_step(ctx.key(), step)
+    transition = await state_machine.advance(payment, event, RestateEffects(ctx, SETTINGS), charge)
+    if transition.outcome is Outcome.CONFLICT:
+        raise rejection(transition.reason, 409)
+    if transition.payment != payment:
+        store_payment(ctx, transition.payment)
+    return PaymentAnswer.of_transition(ctx.key(), transition)
 
 
 @handler(payments, "makePayment", input_serde=_RAW)

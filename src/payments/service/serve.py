@@ -54,7 +54,7 @@ async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: S
     await serving
 
 
-def run(services: Sequence[restate.VirtualObject], name: str) -> int:
+def serve_signed(services: Sequence[restate.VirtualObject], name: str) -> int:
     """Serve ``services`` to restate-server only: requests must carry its signature."""
     settings = Settings.from_env()
     if not settings.identity_key:
@@ -74,7 +74,7 @@ def run(services: Sequence[restate.VirtualObject], name: str) -> int:
 
 def main() -> int:
     """Run the payment service process."""
-    return run([payments, accounts], "payments.service.serve")
+    return serve_signed([payments, accounts], "payments.service.serve")
 
 
 if __name__ == "__main__":

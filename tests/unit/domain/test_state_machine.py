@@ -1,4 +1,4 @@
-"""The contract's state table, cell by cell, through ``run`` and an in-memory ledger."""
+"""The contract's state table, cell by cell, through ``advance`` and in-memory effects."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from payments.domain.state_machine import (
     Outcome,
     Payment,
     State,
-    Step,
+    Transition,
+    advance,
     classify,
     classify_timer,
-    run,
 )
 
 
-class FakeLedger:
-    """A ledger over a dict of balances that records every call made to it."""
+class FakeEffects:
+    """A effects over a dict of balances that records every call made to it."""
 
     def __init__(self, balances: Mapping[str, int]) -> None:
         self.balances = dict(balances)
@@ -133,28 +133,32 @@ def expected_balances(cell: Cell) -> dict[str, int]:
 
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS.keys())
 def test_state_table_cell(cell: Cell) -> None:
-    ledger = FakeLedger(cell.funds)
+    effects = FakeEffects(cell.funds)
 
-    step = asyncio.run(run(cell.payment, cell.event, ledger, cell.request))
+    transition = asyncio.run(advance(cell.payment, cell.event, effects, cell.request))
 
-    assert step.payment == Payment(cell.state, cell.stored, expected_lifecycle(cell))
-    assert step.outcome is cell.outcome
-    assert step.reason
-    assert len(ledger.attempts) == cell.attempts
-    assert ledger.withdrawn == list(cell.withdrawn)
-    assert ledger.refunded == list(cell.refunded)
-    assert ledger.armed == cell.armed
-    assert ledger.balances == expected_balances(cell)
-    assert step.outcome.money_moved == bool(cell.withdrawn or cell.refunded)
+    assert transition.payment == Payment(cell.state, cell.stored, expected_lifecycle(cell))
+    assert transition.outcome is cell.outcome
+    assert transition.reason
+    assert len(effects.attempts) == cell.attempts
+    assert effects.withdrawn == list(cell.withdrawn)
+    assert effects.refunded == list(cell.refunded)
+    assert effects.armed == cell.armed
+    assert effects.balances == expected_balances(cell)
+    assert transition.outcome.money_moved == bool(cell.withdrawn or cell.refunded)
 
 
 def test_conflict_answers_about_the_stored_charge_and_moves_no_money() -> None:
-    ledger = FakeLedger(RICH)
+    effects = FakeEffects(RICH)
 
-    step = asyncio.run(run(COMPLETED, Event.PAY_OTHER, ledger, OTHER))
+    transition = asyncio.run(advance(COMPLETED, Event.PAY_OTHER, effects, OTHER))
 
-    assert (step.outcome, step.charge, step.payment) == (Outcome.CONFLICT, CHARGE, COMPLETED)
-    assert (ledger.attempts, ledger.refunded, ledger.balances) == ([], [], RICH)
+    assert (transition.outcome, transition.charge, transition.payment) == (
+        Outcome.CONFLICT,
+        CHARGE,
+        COMPLETED,
+    )
+    assert (effects.attempts, effects.refunded, effects.balances) == ([], [], RICH)
 
 
 def test_transitions_cover_every_pair_except_ledger_answers_outside_new() -> None:
@@ -181,16 +185,16 @@ def test_classify(payment: Payment, charge: Charge, event: Event) -> None:
 
 
 def test_expiry_is_armed_once_per_lifecycle() -> None:
-    ledger = FakeLedger(RICH)
+    effects = FakeEffects(RICH)
 
     async def lifecycle() -> None:
         payment = NEW
         for event in (Event.PAY, Event.CANCEL, Event.EXPIRE, Event.PAY):
-            payment = (await run(payment, event, ledger, CHARGE)).payment
+            payment = (await advance(payment, event, effects, CHARGE)).payment
 
     asyncio.run(lifecycle())
 
-    assert ledger.armed == 2  # the pay and the pay after expiry; not the cancel in between
+    assert effects.armed == 2  # the pay and the pay after expiry; not the cancel in between
 
 
 @pytest.mark.parametrize(
@@ -211,20 +215,22 @@ def test_classify_timer(payment: Payment, lifecycle: str | None, event: Event) -
 
 def test_a_timer_of_an_earlier_lifecycle_cannot_end_a_later_one() -> None:
     """The id's state is cleared by other means, then paid again: the first timer ends nothing."""
-    ledger = FakeLedger(RICH)
+    effects = FakeEffects(RICH)
 
     async def lifecycles() -> tuple[Outcome, Outcome, State]:
-        first = (await run(NEW, Event.PAY, ledger, CHARGE)).payment
-        second = (await run(NEW, Event.PAY, ledger, CHARGE)).payment  # as if first's state were cleared
-        after_first_timer = await run(second, classify_timer(second, first.lifecycle), ledger)
-        retry = await run(after_first_timer.payment, Event.PAY, ledger, CHARGE)
-        after_second_timer = await run(retry.payment, classify_timer(retry.payment, second.lifecycle), ledger)
+        first = (await advance(NEW, Event.PAY, effects, CHARGE)).payment
+        second = (await advance(NEW, Event.PAY, effects, CHARGE)).payment  # as if first's state were cleared
+        after_first_timer = await advance(second, classify_timer(second, first.lifecycle), effects)
+        retry = await advance(after_first_timer.payment, Event.PAY, effects, CHARGE)
+        after_second_timer = await advance(
+            retry.payment, classify_timer(retry.payment, second.lifecycle), effects
+        )
         return after_first_timer.outcome, retry.outcome, after_second_timer.payment.state
 
     first_timer, retry, final = asyncio.run(lifecycles())
 
     assert (first_timer, retry, final) == (Outcome.EXPIRED, Outcome.REPEATED, State.NEW)
-    assert len(ledger.withdrawn) == 2  # one per lifecycle, not a third for the retry
+    assert len(effects.withdrawn) == 2  # one per lifecycle, not a third for the retry
 
 
 # -- any sequence of makePayment and cancelPayment on one payment id ------------------------------------
@@ -235,20 +241,20 @@ CANCEL = None
 """Stands for a cancelPayment in a generated sequence; a Charge stands for a makePayment with it."""
 
 
-async def play(calls: list[Charge | None], ledger: FakeLedger) -> tuple[Payment, Charge | None]:
+async def play(calls: list[Charge | None], effects: FakeEffects) -> tuple[Payment, Charge | None]:
     """Run the calls; return the final payment and the charge the id completed with, if any."""
     payment, completed_with = Payment(), None
     for call in calls:
-        step: Step
+        transition: Transition
         if call is CANCEL:
-            step = await run(payment, Event.CANCEL, ledger)
+            transition = await advance(payment, Event.CANCEL, effects)
         else:
-            step = await run(payment, classify(payment, call), ledger, call)
-        if step.outcome is Outcome.COMPLETED:
+            transition = await advance(payment, classify(payment, call), effects, call)
+        if transition.outcome is Outcome.COMPLETED:
             assert completed_with is None, "completed twice"
-            completed_with = step.charge
-        assert ledger.net in (0, completed_with.amount if completed_with else 0)
-        payment = step.payment
+            completed_with = transition.charge
+        assert effects.net in (0, completed_with.amount if completed_with else 0)
+        payment = transition.payment
     return payment, completed_with
 
 
@@ -259,18 +265,18 @@ async def play(calls: list[Charge | None], ledger: FakeLedger) -> tuple[Payment,
 def test_any_sequence_moves_the_charge_at_most_once_and_cancel_wins(
     calls: list[Charge | None], funds: dict[str, int]
 ) -> None:
-    ledger = FakeLedger(funds)
+    effects = FakeEffects(funds)
 
-    payment, completed_with = asyncio.run(play(calls, ledger))
+    payment, completed_with = asyncio.run(play(calls, effects))
 
-    assert len(ledger.withdrawn) <= 1
+    assert len(effects.withdrawn) <= 1
     if payment.state is State.COMPLETED:
         assert completed_with is not None
-        assert ledger.net == completed_with.amount
+        assert effects.net == completed_with.amount
     else:
-        assert ledger.net == 0
+        assert effects.net == 0
     if CANCEL in calls:
         assert payment.state is State.CANCELLED
-        assert ledger.net == 0
-    assert sum(ledger.balances.values()) + ledger.net == sum(funds.values())
-    assert ledger.armed == (0 if payment.state is State.NEW else 1)
+        assert effects.net == 0
+    assert sum(effects.balances.values()) + effects.net == sum(funds.values())
+    assert effects.armed == (0 if payment.state is State.NEW else 1)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from payments.domain.state_machine import Charge, Outcome, Payment, State, Step
+from payments.domain.state_machine import Charge, Outcome, Payment, State, Transition
 from payments.service.answers import PaymentAnswer
 
 CHARGE = Charge("abc", 100)
@@ -32,10 +32,12 @@ def wire(answer: PaymentAnswer) -> dict[str, object]:
     ],
     ids=str,
 )
-def test_of_step_shape(state: State, outcome: Outcome, charge: Charge | None) -> None:
-    step = Step(Payment(state, charge if state is not State.NEW else None), outcome, "why", charge)
+def test_of_transition_shape(state: State, outcome: Outcome, charge: Charge | None) -> None:
+    transition = Transition(
+        Payment(state, charge if state is not State.NEW else None), outcome, "why", charge
+    )
 
-    answer = PaymentAnswer.of_step("pay-1", step)
+    answer = PaymentAnswer.of_transition("pay-1", transition)
 
     assert wire(answer) == {
         "paymentId": "pay-1",
@@ -87,8 +89,8 @@ def test_status_reasons_tell_the_stored_states_apart() -> None:
 
 
 def test_answer_round_trips_through_json() -> None:
-    answer = PaymentAnswer.of_step(
-        "p", Step(Payment(State.COMPLETED, CHARGE), Outcome.COMPLETED, "ok", CHARGE)
+    answer = PaymentAnswer.of_transition(
+        "p", Transition(Payment(State.COMPLETED, CHARGE), Outcome.COMPLETED, "ok", CHARGE)
     )
 
     assert PaymentAnswer.model_validate_json(answer.model_dump_json()) == answer

@@ -10,7 +10,7 @@ import sys
 
 import restate
 
-from payments.service.serve import run
+from payments.service.serve import serve_signed
 
 minimal = restate.VirtualObject("minimal")
 
@@ -22,4 +22,4 @@ async def touch(ctx: restate.ObjectContext) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run([minimal], "payments.tools.bench.target"))
+    sys.exit(serve_signed([minimal], "payments.tools.bench.target"))
