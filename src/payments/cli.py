@@ -207,7 +207,7 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``bench`` subcommand and its options."""
-    from payments.tools.bench.runner import BenchOptions  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.bench.options import BenchOptions  # noqa: PLC0415 - the tools load only for their commands
 
     defaults = BenchOptions()
     run = commands.add_parser(
@@ -242,7 +242,8 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _bench(args: argparse.Namespace, _settings: Settings) -> int:
-    from payments.tools.bench import runner  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.bench.options import BenchOptions  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.bench.runner import BenchError, run_bench  # noqa: PLC0415
     from payments.tools.launcher import LaunchError  # noqa: PLC0415
 
     try:
@@ -257,10 +258,10 @@ def _bench(args: argparse.Namespace, _settings: Settings) -> int:
         changes["measure_seconds"] = args.measure
     if args.warmup:
         changes["warmup_seconds"] = args.warmup
-    options = runner.BenchOptions.quick(**changes) if args.quick else runner.BenchOptions(**changes)
+    options = BenchOptions.quick(**changes) if args.quick else BenchOptions(**changes)
     try:
-        runner.run(options)
-    except (runner.BenchError, LaunchError) as error:
+        run_bench(options)
+    except (BenchError, LaunchError) as error:
         print(f"payments: {error}", file=sys.stderr)
         return 1
     print(f"report: {options.output}" + (f", plot: {options.plot}" if options.plot else ""))

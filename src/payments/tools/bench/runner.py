@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.resources
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,67 +31,18 @@ import psutil
 from payments.runtime import health, identity
 from payments.runtime.admin import Admin
 from payments.runtime.processes import die_with_parent, free_port, terminate_popen
+from payments.tools.bench.options import BenchOptions
 from payments.tools.launcher import LaunchedStack, exited, wait_ready
 
 Target = Literal["payments", "minimal", "health"]
 ACCOUNTS = 100
 _RESULT_MARKER = "BENCH_RESULT "
-_LUA = """\
--- One new key per request, so that every request is a first payment (or a first write).
-local counter = 0
-local prefix = "{prefix}"
-local target = "{target}"
-local threads = 0
-local headers = {{["content-type"] = "application/json"}}
-
-function setup(thread)
-  thread:set("thread_id", threads)
-  threads = threads + 1
-end
-
-function request()
-  counter = counter + 1
-  local key = prefix .. "-" .. thread_id .. "-" .. counter
-  if target == "payments" then
-    local body = '{{"accountId": "acct-' .. (counter % {accounts}) .. '", "amount": 1}}'
-    return wrk.format("POST", "/payments/" .. key .. "/makePayment", headers, body)
-  elseif target == "minimal" then
-    return wrk.format("POST", "/minimal/" .. key .. "/touch")
-  end
-  return wrk.format("GET", "/restate/health")
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{marker}{{"requests": %d, "duration_us": %d, "errors": %d, "non_2xx": %d,'
-      .. ' "p50_us": %d, "p90_us": %d, "p99_us": %d}}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
-end
-"""
+"""What load.lua's ``done`` prints before its figures."""
+_SCRIPT = importlib.resources.files("payments.tools.bench") / "load.lua"
 
 
 class BenchError(RuntimeError):
     """The benchmark cannot run; the message says why."""
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """How long and how hard to load the stack."""
-
-    concurrencies: tuple[int, ...] = (1, 16, 64)
-    warmup_seconds: float = 5.0
-    measure_seconds: float = 20.0
-    output: Path = Path("results/bench.json")
-    plot: Path | None = Path("results/bench.png")
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra ``PAYMENTS_*``/``RESTATE_*`` variables for the stack, for experiments."""
-
-    @classmethod
-    def quick(cls, **changes: Any) -> BenchOptions:
-        """Settings that finish in about a minute."""
-        return dataclasses.replace(cls(warmup_seconds=2.0, measure_seconds=5.0), **changes)
 
 
 @dataclass(frozen=True)
@@ -118,7 +70,7 @@ class Row:
     service: Usage
 
 
-def run(options: BenchOptions) -> dict[str, Any]:
+def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole benchmark, print its table, write its JSON and plot; return the report."""
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -169,12 +121,7 @@ def _load(
     wrk: str, ingress: str, target: Target, *, concurrency: int, seconds: float, prefix: str
 ) -> dict[str, int]:
     """Run wrk once and return the figures its Lua ``done`` printed."""
-    script = _LUA.format(
-        prefix=f"{prefix}-{time.time_ns()}", target=target, accounts=ACCOUNTS, marker=_RESULT_MARKER
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        lua.write(script)
-        lua.flush()
+    with importlib.resources.as_file(_SCRIPT) as script:
         completed = subprocess.run(
             [
                 wrk,
@@ -182,8 +129,12 @@ def _load(
                 f"--connections={concurrency}",
                 f"--duration={max(1, round(seconds))}s",
                 "--timeout=10s",
-                f"--script={lua.name}",
+                f"--script={script}",
                 ingress,
+                "--",
+                target,
+                f"{prefix}-{time.time_ns()}",
+                str(ACCOUNTS),
             ],
             capture_output=True,
             text=True,
