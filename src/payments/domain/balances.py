@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from payments.service.validation import InvalidInputError
-
 MAX_BALANCE: Final = 2**53 - 1
 """Largest balance an account can ever have, so that every JSON client reads balances exactly."""
+
+
+class DepositRefusedError(ValueError):
+    """A deposit the balance rules refuse; the message names the field, ``amount``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,7 @@ class Account:
         """The account after a deposit, refused when the balance could pass :data:`MAX_BALANCE`."""
         if self.balance + self.refundable + amount > MAX_BALANCE:
             held = f" plus {self.refundable} cents that cancels may refund" if self.refundable else ""
-            raise InvalidInputError(f"amount: the balance{held} would exceed {MAX_BALANCE} cents")
+            raise DepositRefusedError(f"amount: the balance{held} would exceed {MAX_BALANCE} cents")
         return Account(self.balance + amount, self.refundable)
 
     def after_withdrawal(self, amount: int) -> Account | None:

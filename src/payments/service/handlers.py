@@ -19,7 +19,7 @@ from restate.server_context import DisconnectedException
 
 from payments.config import Settings
 from payments.domain import state_machine
-from payments.domain.balances import Account
+from payments.domain.balances import Account, DepositRefusedError
 from payments.domain.state_machine import Charge, Event, Outcome, Payment, State
 from payments.service.answers import BalanceAnswer, PaymentAnswer
 from payments.service.validation import (
@@ -108,7 +108,7 @@ def rejection(message: str, status_code: int) -> restate.TerminalError:
     return restate.TerminalError(encodable[:MAX_MESSAGE_LENGTH], status_code=status_code)
 
 
-def bad_request(error: InvalidInputError) -> restate.TerminalError:
+def bad_request(error: InvalidInputError | DepositRefusedError) -> restate.TerminalError:
     """The 400 answer for input that breaks the rules."""
     return rejection(str(error), 400)
 
@@ -248,7 +248,7 @@ async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
     account = await load_account(ctx)
     try:
         after = account.after_deposit(parse_amount(body))
-    except InvalidInputError as error:
+    except (InvalidInputError, DepositRefusedError) as error:
         raise bad_request(error) from None
     return store_account(ctx, account, after)
 

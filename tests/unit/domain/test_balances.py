@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payments.domain.balances import MAX_BALANCE, Account
-from payments.service.validation import MAX_AMOUNT, InvalidInputError
+from payments.domain.balances import MAX_BALANCE, Account, DepositRefusedError
+from payments.service.validation import MAX_AMOUNT
 
 
 def test_a_deposit_may_fill_the_balance_to_the_maximum() -> None:
@@ -15,7 +15,7 @@ def test_a_deposit_may_fill_the_balance_to_the_maximum() -> None:
 
 
 def test_a_deposit_above_the_maximum_is_refused_naming_amount() -> None:
-    with pytest.raises(InvalidInputError, match=r"^amount: "):
+    with pytest.raises(DepositRefusedError, match=r"^amount: "):
         Account(MAX_BALANCE - 5).after_deposit(6)
 
 
@@ -24,7 +24,7 @@ def test_pay_deposit_to_the_maximum_cancel_cannot_pass_the_maximum() -> None:
     paid = Account(MAX_BALANCE).after_withdrawal(100)
     assert paid == Account(MAX_BALANCE - 100, refundable=100)
 
-    with pytest.raises(InvalidInputError, match=r"^amount: .*100 cents that cancels may refund"):
+    with pytest.raises(DepositRefusedError, match=r"^amount: .*100 cents that cancels may refund"):
         paid.after_deposit(100)
     assert paid.after_refund(100) == Account(MAX_BALANCE)
 
@@ -50,7 +50,7 @@ def test_no_sequence_of_operations_passes_the_maximum(opening: int, steps: list[
         if operation == "deposit":
             try:
                 account = account.after_deposit(amount)
-            except InvalidInputError:
+            except DepositRefusedError:
                 continue
         elif operation == "pay":
             paid = account.after_withdrawal(amount)
