@@ -1,4 +1,5 @@
 # `make run` and `make test` set up everything they need from the lock files, then run.
+# The lock holds every extra: the tools' (psutil, matplotlib) and dev's, which the tests need.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ RESTATE_SERVER := node_modules/@restatedev/restate-server/package.json
 # pip.conf on some machines adds local wheel folders whose builds do not match the locked hashes.
 PIP := $(BIN)/python -m pip --isolated --disable-pip-version-check --cert /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run run-cluster test bench bench-quick wrk setup lock clean
+.PHONY: run run-cluster check unit test bench bench-quick wrk setup lock clean
 
 run: setup
 	$(BIN)/payments up
@@ -15,10 +16,17 @@ run: setup
 run-cluster: setup
 	$(BIN)/payments up --nodes 3 --data-dir .restate-cluster
 
-test: setup
+# Fast feedback: the linters and the type checker, then the unit tests (no server); seconds each.
+check: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+# The full gate, which .ci/run calls: with the storms, minutes (`pytest -m "not slow"` leaves them out).
+test: check
 	$(BIN)/pytest
 
 # Benchmarks are not tests: they print numbers and write results/bench.json and results/bench.png.
@@ -47,7 +55,7 @@ $(RESTATE_SERVER): package-lock.json
 # Regenerate requirements.lock after changing the dependencies in pyproject.toml.
 lock: $(VENV)/.installed
 	$(PIP) install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --extra bench --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml requirements-build.in --extra dev --extra tools --generate-hashes \
 		--python-version 3.11 --no-header -o requirements.lock
 
 clean:
