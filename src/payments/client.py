@@ -154,9 +154,11 @@ def _path(service: Literal["payments", "accounts"], key: str, handler: str) -> s
 
     The id is percent-escaped as well (Restate decodes it back into the key), although the rule
     already keeps out what could harm: should it ever admit ``/``, ``?``, ``#`` or ``%``, they still
-    could not change which object or handler is called.
+    could not change which object or handler is called. Dots are escaped too: the ids ``.`` and
+    ``..`` are valid, and a URL library would otherwise resolve them as path segments.
     """
-    return f"/{service}/{quote(parse_id(key, _KEY_FIELDS[service]), safe='')}/{handler}"
+    escaped = quote(parse_id(key, _KEY_FIELDS[service]), safe="").replace(".", "%2E")
+    return f"/{service}/{escaped}/{handler}"
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -179,19 +179,28 @@ async def test_an_id_the_service_would_refuse_is_refused_before_anything_is_sent
     assert nodes.attempts == []
 
 
-async def test_a_valid_id_is_sent_as_that_one_path_segment() -> None:
+@pytest.mark.parametrize(
+    ("payment_id", "path"),
+    [
+        ("Az09-_.:", b"/payments/Az09-_%2E%3A/getStatus"),
+        ("..", b"/payments/%2E%2E/getStatus"),
+        (".", b"/payments/%2E/getStatus"),
+    ],
+    ids=["alphabet", "dot-dot", "dot"],
+)
+async def test_a_valid_id_is_sent_as_that_one_path_segment(payment_id: str, path: bytes) -> None:
     sent: list[bytes] = []
 
     def records(request: httpx.Request) -> httpx.Response:
         sent.append(request.url.raw_path)
-        return httpx.Response(200, json={**ANSWER, "paymentId": "Az09-_.:"})
+        return httpx.Response(200, json={**ANSWER, "paymentId": payment_id})
 
     client = PaymentsClient(NODES[0])
     client._http = httpx.AsyncClient(transport=httpx.MockTransport(records))
     async with client:
-        await client.get_status("Az09-_.:")
-    # Restate decodes the escaped ":" back into the key.
-    assert sent == [b"/payments/Az09-_.%3A/getStatus"]
+        await client.get_status(payment_id)
+    # Restate decodes the escapes back into the key; unescaped, "." and ".." would be path steps.
+    assert sent == [path]
 
 
 def at_first(failing: Behaviour, times: int) -> Behaviour:
