@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``chaos`` subcommand and its options."""
-    from payments.tools.chaos.storm import ChaosOptions  # noqa: PLC0415 - the tools load only for their commands
+    # Every command builds this parser: the options module is light, the storm loads only in _chaos.
+    from payments.tools.chaos.options import ChaosOptions  # noqa: PLC0415 - the tools load only for their commands
 
     defaults = ChaosOptions()
     run = commands.add_parser(
@@ -284,10 +285,12 @@ def _up(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
-    from payments.tools.chaos import storm  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.chaos.options import ChaosOptions  # noqa: PLC0415 - the tools load only for their commands
+    from payments.tools.chaos.progress import Progress  # noqa: PLC0415
+    from payments.tools.chaos.run import run_chaos  # noqa: PLC0415
     from payments.tools.launcher import LaunchError  # noqa: PLC0415
 
-    options = storm.ChaosOptions(
+    options = ChaosOptions(
         duration=args.duration,
         ids=args.ids,
         accounts=args.accounts,
@@ -304,8 +307,8 @@ def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
         data_dir=args.data_dir,
     )
     try:
-        options.check()
-        report = storm.run(options, progress=storm.Progress(sys.stderr))
+        options.validate()
+        report = run_chaos(options, progress=Progress(sys.stderr))
     except ValueError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 2

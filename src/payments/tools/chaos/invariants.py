@@ -1,8 +1,8 @@
 """What must hold after a chaos run, checked over the calls it recorded and the final state it read.
 
-Pure logic: no I/O, no clock, no Restate. :mod:`payments.chaos` records every call and what it
-finally got back, lets the system settle, reads each payment's status and each account's balance
-through the public API, and hands all of it to :func:`check`.
+Pure logic: no I/O, no clock, no Restate. :mod:`payments.tools.chaos.run` records every call and what
+it finally got back, lets the system settle, reads each payment's status and each account's balance
+through the public API, and hands all of it to :func:`find_violations`.
 
 Ids expire: the first call that gives an id state (a completion, or a cancel of a NEW id) starts a
 lifecycle and arms a timer that ends it, clearing the state, no sooner than the expiry window later;
@@ -157,7 +157,7 @@ NEVER: Final = Expiry(math.inf, 0.0)
 """No id expires during the run: each has one lifecycle."""
 
 
-def check(
+def find_violations(
     opening_balance: int,
     calls: Iterable[Call],
     statuses: Mapping[str, PaymentAnswer],

@@ -15,7 +15,7 @@ from payments.tools.chaos.invariants import (
     Expiry,
     Request,
     Violation,
-    check,
+    find_violations,
     lifecycles_seen,
 )
 
@@ -68,13 +68,15 @@ def unanswered(request: Request) -> Call:
 def rules(
     calls: Sequence[Call], statuses: Mapping[str, PaymentAnswer], balance: int, expiry: Expiry = NEVER
 ) -> list[tuple[str, str | None]]:
-    return [(v.rule, v.payment_id) for v in check(OPENING, calls, statuses, {"a": balance}, expiry)]
+    return [(v.rule, v.payment_id) for v in find_violations(OPENING, calls, statuses, {"a": balance}, expiry)]
 
 
 def balance_violation(
     calls: Sequence[Call], statuses: Mapping[str, PaymentAnswer], balance: int
 ) -> Violation:
-    [violation] = [v for v in check(OPENING, calls, statuses, {"a": balance}) if v.rule == "balance"]
+    [violation] = [
+        v for v in find_violations(OPENING, calls, statuses, {"a": balance}) if v.rule == "balance"
+    ]
     return violation
 
 
@@ -299,7 +301,9 @@ def test_a_charge_that_lost_answers_could_hide_is_bounded_not_guessed() -> None:
     for balance in (OPENING - 100, OPENING - 200):
         assert rules(calls, EXPIRED, balance, WINDOW) == []
     violation = [
-        v for v in check(OPENING, calls, EXPIRED, {"a": OPENING - 300}, WINDOW) if v.rule == "balance"
+        v
+        for v in find_violations(OPENING, calls, EXPIRED, {"a": OPENING - 300}, WINDOW)
+        if v.rule == "balance"
     ]
     assert "net charges from 100 to 200" in violation[0].message
     assert "off by -100" in violation[0].message
