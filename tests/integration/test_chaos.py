@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from payments.tools.chaos.options import ChaosOptions
-from payments.tools.chaos.run import run_chaos
-from tests.helpers import PROJECT_ROOT
+from payments.runtime.restate_server import PROJECT_ROOT
+from payments.tools.chaos import storm
 
 pytestmark = pytest.mark.slow  # every test here runs a storm
 
-SHORT_STORM = ChaosOptions(
+SHORT_STORM = storm.ChaosOptions(
     duration=40,
     ids=360,
     accounts=8,
@@ -32,7 +31,7 @@ SHORT_STORM = ChaosOptions(
 
 
 def test_a_storm_with_kills_of_both_processes_keeps_every_invariant(tmp_path: Path) -> None:
-    report = run_chaos(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
+    report = storm.run(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
 
     assert report.violations == [], "\n".join(violation.describe() for violation in report.violations)
     assert report.settle_seconds is not None
