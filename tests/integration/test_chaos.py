@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from payments.runtime.restate_server import PROJECT_ROOT
-from payments.tools.chaos import storm
+from payments.tools.chaos.options import ChaosOptions
+from payments.tools.chaos.run import run_chaos
+from tests.helpers import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow  # every test here runs a storm
 
-SHORT_STORM = storm.ChaosOptions(
+SHORT_STORM = ChaosOptions(
     duration=40,
     ids=360,
     accounts=8,
@@ -31,7 +32,7 @@ SHORT_STORM = storm.ChaosOptions(
 
 
 def test_a_storm_with_kills_of_both_processes_keeps_every_invariant(tmp_path: Path) -> None:
-    report = storm.run(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
+    report = run_chaos(dataclasses.replace(SHORT_STORM, data_dir=tmp_path / "stack"))
 
     assert report.violations == [], "\n".join(violation.describe() for violation in report.violations)
     assert report.settle_seconds is not None

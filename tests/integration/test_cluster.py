@@ -12,7 +12,8 @@ import pytest
 from payments.client import PaymentsClient, until_answered
 from payments.config import Settings
 from payments.domain.state_machine import State
-from payments.tools.chaos import storm
+from payments.tools.chaos.options import ChaosOptions
+from payments.tools.chaos.run import run_chaos
 from payments.tools.launcher import LaunchedStack
 from tests.helpers import wait_for
 
@@ -75,7 +76,7 @@ async def test_killing_a_node_keeps_the_service_answering_through_the_others(
         assert status.state is State.COMPLETED
 
 
-SHORT_CLUSTER_STORM = storm.ChaosOptions(
+SHORT_CLUSTER_STORM = ChaosOptions(
     duration=30,
     ids=240,
     accounts=6,
@@ -90,7 +91,7 @@ SHORT_CLUSTER_STORM = storm.ChaosOptions(
 
 @pytest.mark.slow
 def test_a_storm_with_node_kills_keeps_every_invariant(tmp_path: Path) -> None:
-    report = storm.run(dataclasses.replace(SHORT_CLUSTER_STORM, data_dir=tmp_path / "cluster"))
+    report = run_chaos(dataclasses.replace(SHORT_CLUSTER_STORM, data_dir=tmp_path / "cluster"))
 
     assert report.violations == [], "\n".join(violation.describe() for violation in report.violations)
     assert report.settle_seconds is not None
