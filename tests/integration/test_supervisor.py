@@ -98,13 +98,26 @@ def test_the_data_directory_is_private_to_its_owner(
 
     said = supervise_interrupted_while_the_key_is_made(settings, monkeypatch)
 
-    assert f"`chmod 700 {settings.data_dir}`" in " ".join(said)
+    assert f"{settings.data_dir} was open to other users (mode 0755); it is private now (0700)" in said
+    assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o700
     modes = {
         path.relative_to(settings.data_dir).as_posix(): stat.S_IMODE(path.stat().st_mode)
         for path in settings.data_dir.rglob("*")
     }
     assert modes  # the key, the lock, the logs, restate-server's configuration
     assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
+
+
+def test_a_directory_that_is_not_a_stacks_own_only_gets_a_note(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.data_dir.mkdir(parents=True)
+    settings.data_dir.chmod(0o755)
+
+    said = supervise_interrupted_while_the_key_is_made(settings, monkeypatch)
+
+    assert f"`chmod 700 {settings.data_dir}`" in " ".join(said)
+    assert stat.S_IMODE(settings.data_dir.stat().st_mode) == 0o755
 
 
 def test_a_ctrl_c_before_the_event_loop_runs_the_supervisor_exits_130_without_a_traceback(

@@ -101,12 +101,7 @@ class Supervisor:
     def __init__(self, settings: Settings, stopping: asyncio.Event, say: Say = say_to_stderr) -> None:
         data_dir = settings.data_dir
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = stat.S_IMODE(data_dir.stat().st_mode)
-        if mode & 0o077:
-            say(
-                f"note: {data_dir} is open to other users (mode {mode:04o});"
-                f" `chmod 700 {data_dir}` makes it private"
-            )
+        _make_private(data_dir, say)
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         logs.chmod(0o700)  # older versions made it, and the logs in it, readable by all
@@ -317,6 +312,26 @@ def _owner_only() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+_OWN_ENTRIES = ("logs", "identity", "restate", "restate-1")
+"""What an older ``payments up`` left in a data directory: one of them says the directory is ours."""
+
+
+def _make_private(data_dir: Path, say: Say) -> None:
+    """Close a data directory that other users can read, when it is a stack's own.
+
+    Older versions made it 0755. A directory that holds none of a stack's files may be anything
+    (``--data-dir /tmp``), so that one only gets a note.
+    """
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if not mode & 0o077:
+        return
+    if any((data_dir / name).exists() for name in _OWN_ENTRIES):
+        data_dir.chmod(0o700)
+        say(f"{data_dir} was open to other users (mode {mode:04o}); it is private now (0700)")
+    else:
+        say(f"note: {data_dir} is open to other users (mode {mode:04o}); `chmod 700 {data_dir}` closes it")
 
 
 def _open_log(path: Path) -> IO[bytes]:
