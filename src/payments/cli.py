@@ -284,7 +284,7 @@ def _up(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
     from payments.tools.chaos.options import ChaosOptions  # noqa: PLC0415 - the tools load only for their commands
     from payments.tools.chaos.progress import Progress  # noqa: PLC0415
     from payments.tools.chaos.run import run_chaos  # noqa: PLC0415
@@ -308,13 +308,7 @@ def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         options.validate()
-        # The run's stack gets ports and a data directory of its own, but runs the programs this command
-        # was configured with (tests plant a broken service through PAYMENTS_SERVICE_MODULE).
-        programs = {
-            "PAYMENTS_SERVICE_MODULE": settings.service_module,
-            "PAYMENTS_RESTATE_SERVER_BIN": settings.restate_server_bin,
-        }
-        report = run_chaos(options, stack_env=programs, progress=Progress(sys.stderr))
+        report = run_chaos(options, progress=Progress(sys.stderr))
     except ValueError as error:
         print(f"payments: {error}", file=sys.stderr)
         return 2

@@ -39,12 +39,13 @@ class LaunchedStack:
     def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, nodes: int = 1) -> None:
         """Prepare a stack of ``nodes`` restate-server nodes in ``data_dir``.
 
-        ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables.
+        ``env`` holds ``PAYMENTS_*`` and ``RESTATE_*`` variables, which win over this process's own;
+        the ports and the data directory are always the stack's own.
         """
         self.extra_env = dict(env or {})
         taken: set[int] = set()
         self.settings = Settings.from_env(
-            self.extra_env,
+            {**os.environ, **self.extra_env},
             data_dir=data_dir,
             nodes=nodes,
             ingress_port=free_port_block(nodes, taken),
