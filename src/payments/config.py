@@ -7,19 +7,25 @@ and the supervisor always agree on them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 from payments.domain.balances import MAX_BALANCE
 
 PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 MAX_NODES = 9
-SERVER: Final = "restate-server"
-"""The name of restate-server's pid, log and config files, and of its part in the launcher and chaos."""
+
+
+class Part(enum.StrEnum):
+    """The processes of a stack, by the name of their pid, log and config files."""
+
+    SERVICE = "service"
+    RESTATE_SERVER = "restate-server"
+    """In a cluster, node N's files are ``restate-server-N``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +45,7 @@ class Node:
     @property
     def label(self) -> str:
         """Its pid, log and config files' name: ``restate-server``, or ``restate-server-2`` in a cluster."""
-        return f"{SERVER}-{self.index}" if self.clustered else SERVER
+        return f"{Part.RESTATE_SERVER}-{self.index}" if self.clustered else Part.RESTATE_SERVER.value
 
     @property
     def ingress_url(self) -> str:

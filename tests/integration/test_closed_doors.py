@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from payments.client import PaymentsClient
+from payments.config import Part
 from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,7 @@ def test_the_signing_key_is_readable_by_its_owner_only(stack: LaunchedStack) -> 
 def test_every_port_listens_on_loopback_only(stack: LaunchedStack) -> None:
     listening = {
         (connection.laddr.ip, connection.laddr.port)
-        for part in ("restate-server", "service")
+        for part in Part
         for connection in psutil.Process(stack.pid(part)).net_connections(kind="inet")
         if connection.status == psutil.CONN_LISTEN
     }

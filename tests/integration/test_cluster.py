@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from payments.client import PaymentsClient, until_answered
-from payments.config import Settings
+from payments.config import Part, Settings
 from payments.domain.state_machine import State
 from payments.tools.chaos.options import ChaosOptions
 from payments.tools.chaos.run import run_chaos
@@ -31,7 +31,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]
 def test_up_starts_every_node_and_prints_its_ingress(cluster: LaunchedStack) -> None:
     printed = cluster.log_path.read_text()
     assert all(url in printed for url in cluster.settings.ingress_urls)
-    assert len({cluster.pid("restate-server", node) for node in range(1, NODES + 1)}) == NODES
+    assert len({cluster.pid(Part.RESTATE_SERVER, node) for node in range(1, NODES + 1)}) == NODES
     # One cluster, not three: node 3's admin API sees the deployment that node 1 registered, and
     # every node is a member of the one metadata store.
     with httpx.Client(timeout=10) as http:
@@ -57,7 +57,7 @@ async def test_killing_a_node_keeps_the_service_answering_through_the_others(
     cluster: LaunchedStack, unique: str
 ) -> None:
     urls = cluster.settings.ingress_urls
-    killed = cluster.kill("restate-server", 1)
+    killed = cluster.kill(Part.RESTATE_SERVER, 1)
 
     # A client that starts at the dead node moves on to the others, with the same payment ids.
     async with PaymentsClient(urls, timeout=60) as client:
@@ -69,7 +69,7 @@ async def test_killing_a_node_keeps_the_service_answering_through_the_others(
     async with PaymentsClient(urls[2], timeout=60) as through_three:
         assert (await until_answered(lambda: through_three.balance(f"{unique}-a"))).balance == OPENING - 10
 
-    wait_for(lambda: cluster.pid("restate-server", 1) != killed, "node 1 to be restarted")
+    wait_for(lambda: cluster.pid(Part.RESTATE_SERVER, 1) != killed, "node 1 to be restarted")
     cluster.wait_ready()
     async with PaymentsClient(urls[0], timeout=60) as through_one:
         status = await until_answered(lambda: through_one.get_status(f"{unique}-p9"))

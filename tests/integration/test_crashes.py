@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from payments.client import PaymentsClient, until_answered
-from payments.config import Settings
-from payments.tools.launcher import LaunchedStack, Part
+from payments.config import Part, Settings
+from payments.tools.launcher import LaunchedStack
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from payments.config import Part
 from payments.tools.launcher import LaunchedStack
 
 
@@ -34,7 +35,7 @@ def test_kill_hits_the_child_named_in_the_pid_file(supervisor: tuple[LaunchedSta
     stack, child = supervisor
     stack.settings.pid_file("service").write_text(f"{child}\n")
 
-    assert stack.kill("service") == child
+    assert stack.kill(Part.SERVICE) == child
     _, alive = psutil.wait_procs([psutil.Process(child)], timeout=5)
     assert alive == []
 
@@ -47,7 +48,7 @@ def test_kill_refuses_a_pid_that_is_not_a_child_of_the_supervisor(
     try:
         stack.settings.pid_file("service").write_text(f"{stranger.pid}\n")
         with pytest.raises(ProcessLookupError, match="not running"):
-            stack.kill("service")
+            stack.kill(Part.SERVICE)
         assert stranger.poll() is None
     finally:
         stranger.kill()

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import httpx
 
-from payments.config import Node, Settings
+from payments.config import Node, Part, Settings
 from payments.runtime import health, identity, processes, restate_server
 from payments.runtime.admin import Admin, AdminError
 
@@ -119,11 +119,11 @@ class Supervisor:
         env = {**os.environ, **settings.to_env()}
         self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
-            name="service",
+            name=Part.SERVICE,
             argv=[sys.executable, "-m", settings.service_module],
             env=env,
             health_urls=(settings.service_health_url,),
-            pid_file=settings.pid_file("service"),
+            pid_file=settings.pid_file(Part.SERVICE),
             log=_open_log(logs / "service.log"),
         )
 

@@ -16,15 +16,14 @@ import sys
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import psutil
 
-from payments.config import SERVER, Settings
+from payments.config import Part, Settings
 from payments.runtime import health
 from payments.runtime.processes import describe_exit, die_with_parent, free_port_block
 
-Part = Literal["service", "restate-server"]
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -131,7 +130,7 @@ class LaunchedStack:
 
     def kill_everything(self) -> None:
         """SIGKILL the supervisor and its children: the last resort of a test that failed."""
-        for label in ("service", *(node.label for node in self.settings.restate_nodes)):
+        for label in (Part.SERVICE, *(node.label for node in self.settings.restate_nodes)):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                 os.kill(self._child(label), signal.SIGKILL)
         if self.process is not None:
@@ -140,7 +139,7 @@ class LaunchedStack:
 
     def label(self, part: Part, node: int = 1) -> str:
         """The name of the service's, or of restate-server ``node``'s, pid and log files."""
-        return self.settings.restate_nodes[node - 1].label if part == SERVER else part
+        return self.settings.restate_nodes[node - 1].label if part == Part.RESTATE_SERVER else part
 
     def pid(self, part: Part, node: int = 1) -> int:
         """The pid of the running service or restate-server ``node``, from the supervisor's pid file."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import psutil
 
+from payments.config import Part
 from payments.runtime import health, identity
 from payments.runtime.admin import Admin
 from payments.runtime.processes import die_with_parent, free_port, terminate_popen
@@ -80,8 +81,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         data_dir = Path(scratch) / "stack"
         with LaunchedStack(data_dir, env=options.env) as stack, _minimal_target(stack) as target:
             processes = {
-                "restate-server": psutil.Process(stack.pid("restate-server")),
-                "payments": psutil.Process(stack.pid("service")),
+                "restate-server": psutil.Process(stack.pid(Part.RESTATE_SERVER)),
+                "payments": psutil.Process(stack.pid(Part.SERVICE)),
                 "minimal": target,
             }
             ingress = stack.settings.ingress_url

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from payments.config import SERVER, Settings
+from payments.config import Part, Settings
 from payments.runtime import health
-from payments.tools.launcher import Part
 
 if TYPE_CHECKING:
     from payments.tools.chaos.options import ChaosOptions
@@ -46,7 +45,7 @@ def health_probe(settings: Settings) -> Probe:
     async def answers(http: httpx.AsyncClient, part: Part, node: int) -> bool:
         urls = (
             health.node_ready_urls(settings.restate_nodes[node - 1])
-            if part == SERVER
+            if part == Part.RESTATE_SERVER
             else [settings.service_health_url]
         )
         return await health.all_answer(http, urls)
@@ -73,7 +72,11 @@ class Kills:
     def by_node(self) -> dict[int, int]:
         """restate-server's kills per node; empty for a single node."""
         nodes = self.options.nodes
-        return {node: self.counts[SERVER, node] for node in range(1, nodes + 1)} if nodes > 1 else {}
+        return (
+            {node: self.counts[Part.RESTATE_SERVER, node] for node in range(1, nodes + 1)}
+            if nodes > 1
+            else {}
+        )
 
     async def loop(self, part: Part, stop: asyncio.Event) -> None:
         """SIGKILL ``part`` a random time after each (re)start, until ``stop`` is set.
@@ -83,7 +86,7 @@ class Kills:
         """
         waits = random.Random(f"{self.seed}:{part}")  # noqa: S311 - repeatable choices, not secrets
         picks = random.Random(f"{self.seed}:{part}:node")  # noqa: S311
-        limit = self.options.max_nodes_down if part == SERVER else 1
+        limit = self.options.max_nodes_down if part == Part.RESTATE_SERVER else 1
         down: dict[int, int] = {}
         """Killed nodes that do not answer yet, with the pid each was killed with."""
         async with httpx.AsyncClient(timeout=1.0) as http:
@@ -100,7 +103,7 @@ class Kills:
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                     down[node] = self.processes.kill(part, node)
                     self.counts[part, node] += 1
-                    if part == SERVER:
+                    if part == Part.RESTATE_SERVER:
                         self.most_nodes_down = max(self.most_nodes_down, len(down))
 
     async def killable(
@@ -117,7 +120,7 @@ class Kills:
         restarting = [node for node, killed in down.items() if self._pid(part, node) not in (None, killed)]
         if len(down) >= limit:
             return restarting
-        nodes = range(1, self.options.nodes + 1) if part == SERVER else range(1, 2)
+        nodes = range(1, self.options.nodes + 1) if part == Part.RESTATE_SERVER else range(1, 2)
         return [*restarting, *(node for node in nodes if node not in down)]
 
     def _pid(self, part: Part, node: int) -> int | None:

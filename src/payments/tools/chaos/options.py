@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, SERVER
+from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, Part
 
-if TYPE_CHECKING:
-    from payments.tools.launcher import Part
-
-PARTS: Final[tuple[Part, ...]] = ("service", SERVER)
+PARTS: Final[tuple[Part, ...]] = (Part.SERVICE, Part.RESTATE_SERVER)
 """The processes a run may kill, in the order reports list them."""
 
 
@@ -65,5 +62,5 @@ class ChaosOptions:
     @property
     def parts_to_kill(self) -> tuple[Part, ...]:
         """The processes the run kills."""
-        wanted = {"service": self.kill_service, SERVER: self.kill_server}
+        wanted = {Part.SERVICE: self.kill_service, Part.RESTATE_SERVER: self.kill_server}
         return tuple(part for part in PARTS if wanted[part])

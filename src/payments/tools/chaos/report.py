@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from payments.config import SERVER
+from payments.config import Part
 from payments.service.answers import PaymentAnswer
 from payments.tools.chaos.invariants import Call, Violation, lifecycles_seen
 from payments.tools.chaos.options import PARTS, ChaosOptions
@@ -92,7 +92,7 @@ class Report:
         if options.nodes > 1:
             storm += f", {options.nodes} restate-server nodes"
             by_node = ", ".join(f"node {node} {count}" for node, count in sorted(self.kills_by_node.items()))
-            kills[SERVER] += f" ({by_node})"
+            kills[Part.RESTATE_SERVER] += f" ({by_node})"
         settle = "did not settle" if self.settle_seconds is None else f"{self.settle_seconds:.1f} s"
         longest_call = "-"
         if self.slowest_calls:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from payments.config import Part
 from payments.tools.chaos.kills import Kills
 from payments.tools.chaos.options import ChaosOptions
-from payments.tools.launcher import Part
 
 pytestmark = pytest.mark.anyio
 
@@ -49,28 +49,28 @@ async def test_one_node_down_at_a_time_and_a_restarting_one_may_die_again() -> N
     kills = kills_of(stack, nodes=3, max_nodes_down=1)
     down: dict[int, int] = {}
     async with httpx.AsyncClient() as http:
-        assert await kills.killable(http, "restate-server", down, 1) == [1, 2, 3]
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 1) == [1, 2, 3]
 
-        down[2] = stack.kill("restate-server", 2)
-        assert await kills.killable(http, "restate-server", down, 1) == []
+        down[2] = stack.kill(Part.RESTATE_SERVER, 2)
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 1) == []
 
         stack.restart(2, 202)  # back, but still recovering
-        assert await kills.killable(http, "restate-server", down, 1) == [2]
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 1) == [2]
 
         stack.answering.add(2)
-        assert await kills.killable(http, "restate-server", down, 1) == [1, 2, 3]
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 1) == [1, 2, 3]
         assert down == {}
 
 
 async def test_two_nodes_down_only_when_allowed() -> None:
     stack = FakeStack(3)
     kills = kills_of(stack, nodes=3, max_nodes_down=2)
-    down = {2: stack.kill("restate-server", 2)}
+    down = {2: stack.kill(Part.RESTATE_SERVER, 2)}
     async with httpx.AsyncClient() as http:
-        assert await kills.killable(http, "restate-server", down, 2) == [1, 3]
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 2) == [1, 3]
 
-        down[3] = stack.kill("restate-server", 3)
-        assert await kills.killable(http, "restate-server", down, 2) == []
+        down[3] = stack.kill(Part.RESTATE_SERVER, 3)
+        assert await kills.killable(http, Part.RESTATE_SERVER, down, 2) == []
 
 
 async def test_the_service_is_one_node() -> None:
@@ -78,4 +78,4 @@ async def test_the_service_is_one_node() -> None:
     kills = kills_of(stack, nodes=3, max_nodes_down=1)
     down: dict[int, int] = {}
     async with httpx.AsyncClient() as http:
-        assert await kills.killable(http, "service", down, 1) == [1]
+        assert await kills.killable(http, Part.SERVICE, down, 1) == [1]
