@@ -80,7 +80,7 @@ def guarded(function: Handler, target: str) -> Handler:
     """
 
     @functools.wraps(function)
-    async def run(ctx: AnyObjectContext, *args: Any) -> Any:
+    async def logging_failures(ctx: AnyObjectContext, *args: Any) -> Any:
         try:
             return await function(ctx, *args)
         except (restate.TerminalError, DisconnectedException):
@@ -95,7 +95,7 @@ def guarded(function: Handler, target: str) -> Handler:
             )
             raise
 
-    return cast(Handler, run)
+    return cast(Handler, logging_failures)
 
 
 def rejection(message: str, status_code: int) -> restate.TerminalError:
