@@ -34,7 +34,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     command: Callable[[argparse.Namespace, Settings], int] = args.command
-    return command(args, settings)
+    try:
+        return command(args, settings)
+    except ModuleNotFoundError as missing:
+        if missing.name not in TOOLS_EXTRA:
+            raise
+        hint = "pip install 'restate-payments[tools]'"
+        print(f"payments: this command needs the tools extra: {hint} ({missing})", file=sys.stderr)
+        return 1
+
+
+TOOLS_EXTRA = frozenset({"psutil", "matplotlib"})
+"""What ``payments chaos`` and ``payments bench`` need beyond the service (pyproject's ``tools`` extra)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

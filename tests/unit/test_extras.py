@@ -41,3 +41,19 @@ def test_the_product_and_the_parser_load_without_the_tools_extras() -> None:
     assert {"payments.service.serve", "payments.runtime.supervisor", "payments.cli"} <= loaded
     assert {"psutil", "matplotlib"} & loaded == set()
     assert {name for name in loaded if name.startswith("payments.tools")} <= LIGHT_TOOLS
+
+
+WITHOUT_PSUTIL = "import sys; sys.modules['psutil'] = None; from payments import cli; sys.exit(cli.main())"
+
+
+def test_a_tool_without_its_extra_says_how_to_install_it_in_one_line() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PSUTIL, "chaos", "--duration", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+    assert finished.returncode == 1
+    hint = "payments: this command needs the tools extra: pip install 'restate-payments[tools]'"
+    assert finished.stderr.splitlines() == [f"{hint} (import of psutil halted; None in sys.modules)"]
