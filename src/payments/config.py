@@ -12,12 +12,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from payments.domain.balances import MAX_BALANCE
 
 PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 MAX_NODES = 9
+DATABASE_USER = "payments"
+"""The embedded PostgreSQL's superuser, which owns the ledger."""
+DATABASE_NAME = "payments"
 
 
 class Part(enum.StrEnum):
@@ -26,6 +30,8 @@ class Part(enum.StrEnum):
     SERVICE = "service"
     RESTATE_SERVER = "restate-server"
     """In a cluster, node N's files are ``restate-server-N``."""
+    DATABASE = "postgres"
+    """The embedded PostgreSQL's postmaster; not started when ``PAYMENTS_DATABASE_URL`` is set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,10 @@ class Settings:
     restate_server_bin: str = ""
     """The restate-server binary; empty: the one npm installed (``node_modules`` in the current
     directory or one above it), else ``restate-server`` on the PATH."""
+    database_url: str = ""
+    """An existing PostgreSQL for the ledger; empty: ``payments up`` runs its own (:attr:`ledger_url`)."""
+    database_port: int = 5432
+    """The loopback TCP port of the PostgreSQL that ``payments up`` runs."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -125,13 +135,15 @@ class Settings:
         if not 1 <= self.nodes <= MAX_NODES:
             raise ValueError(f"{PREFIX}NODES must be 1 to {MAX_NODES}, not {self.nodes}")
         ports = [self.service_port]
+        if not self.database_url:
+            ports.append(self.database_port)
         for node in self.restate_nodes:
             ports += [node.ingress_port, node.admin_port, node.node_port]
         if len(set(ports)) != len(ports) or not all(0 < port < 65536 for port in ports):
             raise ValueError(
                 f"the ports must be distinct and at most 65535: {PREFIX}INGRESS_PORT, {PREFIX}ADMIN_PORT"
                 f" and {PREFIX}NODE_PORT each give {self.nodes} consecutive port(s), one per node,"
-                f" beside {PREFIX}SERVICE_PORT; got {sorted(ports)}"
+                f" beside {PREFIX}SERVICE_PORT and {PREFIX}DATABASE_PORT; got {sorted(ports)}"
             )
 
     def to_env(self) -> dict[str, str]:
@@ -198,6 +210,31 @@ class Settings:
     def signing_key(self) -> Path:
         """The private key restate-server signs its requests to the service with."""
         return self.data_dir / "identity" / "private.pem"
+
+    @property
+    def database_dir(self) -> Path:
+        """The embedded PostgreSQL's cluster (its ``PGDATA``)."""
+        return self.data_dir / Part.DATABASE
+
+    @property
+    def database_socket_dir(self) -> Path:
+        """The directory of the embedded PostgreSQL's Unix socket, private to the server's user."""
+        return self.data_dir.absolute() / f"{Part.DATABASE}-socket"
+
+    @property
+    def database_password_file(self) -> Path:
+        """The password of the superuser ``payments`` over TCP (the socket trusts its users)."""
+        return self.data_dir / f"{Part.DATABASE}-password"
+
+    @property
+    def ledger_url(self) -> str:
+        """Where the ledger is: ``database_url``, else the embedded server through its socket."""
+        if self.database_url:
+            return self.database_url
+        return (
+            f"postgresql://{DATABASE_USER}@/{DATABASE_NAME}"
+            f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
+        )
 
     @property
     def service_health_url(self) -> str:

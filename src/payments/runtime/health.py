@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Literal
 
+import asyncpg
 import httpx
 
 from payments.config import Node
@@ -17,6 +18,9 @@ POLL_SECONDS: Final = 0.1
 PROBES_PER_PARTITION: Final = 16
 """Read-only calls per partition through each node, with as many payment ids: the chance that some
 partition gets none is below the number of partitions in ten million."""
+DATABASE_CONNECT_SECONDS: Final = 2.0
+Ready = Callable[[], Awaitable[bool]]
+"""Whether a part answers now."""
 Exited = Callable[[], str | None]
 """How a waiter learns that the awaited process ended: a description of its exit, or None while it runs."""
 
@@ -64,9 +68,32 @@ async def all_answer(
     return True
 
 
-async def wait_until(
-    ready: Callable[[], Awaitable[bool]], *, exited: Exited, seconds: float, what: str
-) -> None:
+def answering(urls: Iterable[str]) -> Ready:
+    """A :data:`Ready` that says whether every one of ``urls`` answers a GET."""
+    urls = list(urls)
+
+    async def ready() -> bool:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            return await all_answer(http, urls)
+
+    return ready
+
+
+async def database_answers(url: str) -> bool:
+    """Whether the PostgreSQL at ``url`` takes a connection and answers a query now."""
+    try:
+        connection = await asyncpg.connect(url, timeout=DATABASE_CONNECT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return False
+    try:
+        return bool(await connection.fetchval("SELECT true", timeout=DATABASE_CONNECT_SECONDS))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    finally:
+        connection.terminate()
+
+
+async def wait_until(ready: Ready, *, exited: Exited, seconds: float, what: str) -> None:
     """Poll ``ready()`` until it says yes.
 
     Raises :class:`NotReadyError` naming ``what`` once ``exited()`` describes an exit, or after

