@@ -1,0 +1,27 @@
+"""The ledger: every movement of money, double entry, in PostgreSQL (the system of record)."""
+
+from payments.domain.balances import DepositRefusedError
+from payments.service.ledger.errors import (
+    AccountNotFoundError,
+    DebitNotFoundError,
+    LedgerError,
+    TransferConflictError,
+)
+from payments.service.ledger.ledger import MAX_PAGE, Ledger
+from payments.service.ledger.records import Balance, Debit, Entry, Refund, Statement, Withdrawal
+
+__all__ = [
+    "MAX_PAGE",
+    "AccountNotFoundError",
+    "Balance",
+    "Debit",
+    "DebitNotFoundError",
+    "DepositRefusedError",
+    "Entry",
+    "Ledger",
+    "LedgerError",
+    "Refund",
+    "Statement",
+    "TransferConflictError",
+    "Withdrawal",
+]

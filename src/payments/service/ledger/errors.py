@@ -1,0 +1,23 @@
+"""What the ledger refuses.
+
+Besides these: bad arguments (``ValueError`` naming the argument) and a deposit past the balance
+limit (the domain's ``DepositRefusedError``).
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """A request the ledger's state refuses; nothing was recorded."""
+
+
+class AccountNotFoundError(LedgerError):
+    """The account was never opened, and the call did not ask to open it."""
+
+
+class TransferConflictError(LedgerError):
+    """The transfer id is taken by a transfer with other parameters."""
+
+
+class DebitNotFoundError(LedgerError):
+    """No posted payment debit has the id a refund names."""

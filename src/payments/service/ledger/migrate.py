@@ -1,0 +1,56 @@
+"""The ledger's schema migrations: versioned SQL files, each applied once, in order.
+
+``migrations/NNNN_name.sql`` is applied in a transaction of its own and recorded in
+``schema_migrations`` in that same transaction, so a file is either wholly applied and recorded or
+not at all. Each transaction first takes a transaction-scoped advisory lock: service processes that
+start together apply each file once, one after the other.
+
+Hand-written rather than yoyo or alembic: both drive the database through a second, synchronous
+driver (psycopg or SQLAlchemy), a dependency and a connection setup of their own beside asyncpg,
+for what is here a loop over a few files.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+
+from asyncpg.pool import PoolConnectionProxy
+
+LOCK_KEY: Final = 0x1ED6E5
+"""The advisory lock migrations hold; any constant no other user of the database takes."""
+
+_CREATE_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Every migration shipped, as (version, name, SQL), oldest first."""
+    found = []
+    for item in resources.files(__package__).joinpath("migrations").iterdir():
+        name = item.name.removesuffix(".sql")
+        if item.name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+async def migrate(connection: PoolConnectionProxy) -> list[str]:
+    """Apply the migrations ``connection``'s database lacks; the names of those applied now."""
+    applied = []
+    for version, name, sql in migrations():
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+            await connection.execute(_CREATE_TABLE)
+            if await connection.fetchval("SELECT 1 FROM schema_migrations WHERE version = $1", version):
+                continue
+            await connection.execute(sql)
+            await connection.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+            applied.append(name)
+    return applied
