@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import pydantic
 
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
-from payments.runtime import supervisor
+from payments.runtime import postgres, supervisor
 from payments.service.validation import InvalidInputError
 
 
@@ -126,7 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("account_id", metavar="ACCOUNT")
     _add_chaos(commands)
     _add_bench(commands)
+    _add_psql(commands)
     return parser
+
+
+def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``psql`` subcommand: every argument after it is psql's, ``--help`` included."""
+    text = "open psql on the ledger (PAYMENTS_DATABASE_URL, else the PostgreSQL of `payments up`)"
+    psql = commands.add_parser("psql", help=text, description=text, prefix_chars="+", add_help=False)
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    psql.set_defaults(command=_psql)
+
+
+def _psql(args: argparse.Namespace, settings: Settings) -> int:
+    """Become the embedded psql, connected to the ledger, standard input and output untouched."""
+    # As root too: the superuser payments comes in through the private socket, which trusts its users.
+    psql = str(postgres.binary("psql"))
+    os.execv(psql, [psql, "--dbname", settings.ledger_url, *args.psql_args])  # noqa: S606 - our own binary
 
 
 def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,8 +1,9 @@
-"""The supervisor behind ``payments up``: restate-server and the service, kept running together.
+"""The supervisor behind ``payments up``: PostgreSQL, restate-server and the service, kept running together.
 
-It starts restate-server (one, or every node of a cluster at once), waits until it is healthy,
-starts the service, registers the deployment, and then restarts whichever process dies, until
-SIGINT, SIGTERM or SIGHUP stops them all.
+It starts the embedded PostgreSQL (unless ``PAYMENTS_DATABASE_URL`` names another), then
+restate-server (one, or every node of a cluster at once), waits until they are healthy, starts the
+service, registers the deployment, and then restarts whichever process dies, until SIGINT, SIGTERM
+or SIGHUP stops them all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import IO, Any
 import httpx
 
 from payments.config import Node, Part, Settings
-from payments.runtime import health, identity, processes, restate_server
+from payments.runtime import health, identity, postgres, processes, restate_server
 from payments.runtime.admin import Admin, AdminError
 
 STOP_GRACE_SECONDS = 5.0
@@ -52,14 +53,17 @@ def say_to_stderr(line: str) -> None:
 
 @dataclass
 class Child:
-    """One supervised process, with what it takes to start it and the URLs that say it is ready."""
+    """One supervised process, with what it takes to start it, to know it is ready and to stop it."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
-    health_urls: tuple[str, ...]
+    ready: health.Ready
     pid_file: Path
     log: IO[bytes]
+    stop_signal: signal.Signals = signal.SIGTERM
+    as_ids: tuple[int, int] | None = None
+    """The uid and gid it runs as, when not this process's."""
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = field(default=0)
@@ -67,7 +71,7 @@ class Child:
     async def start(self) -> None:
         """Start the process and wait until it is ready."""
         try:
-            process = self.process = await processes.spawn(self.argv, self.env, self.log)
+            process = self.process = await processes.spawn(self.argv, self.env, self.log, as_ids=self.as_ids)
             self.started_at = time.monotonic()
             processes.write_pid(self.pid_file, process.pid)
         except OSError as error:
@@ -77,22 +81,20 @@ class Child:
             return None if process.returncode is None else processes.describe_exit(process.returncode)
 
         try:
-            await health.wait_until_answers(
-                self.health_urls, exited=exited, seconds=START_TIMEOUT_SECONDS, what=self.name
-            )
+            await health.wait_until(self.ready, exited=exited, seconds=START_TIMEOUT_SECONDS, what=self.name)
         except health.NotReadyError as error:
             raise StackError(f"{error}; see {self.log.name}") from None
 
     async def stop(self) -> None:
-        """Stop the process: SIGTERM, then SIGKILL after a grace period."""
+        """Stop the process: its stop signal, then SIGKILL after a grace period."""
         if self.process is None:
             return  # never started: the pid file, if any, is another supervisor's
-        await processes.terminate(self.process, STOP_GRACE_SECONDS)
+        await processes.terminate(self.process, STOP_GRACE_SECONDS, self.stop_signal)
         self.pid_file.unlink(missing_ok=True)
 
 
 class Supervisor:
-    """restate-server (one or a cluster of nodes) and the payment service for one set of settings.
+    """PostgreSQL, restate-server (one or a cluster of nodes) and the payment service for one set of settings.
 
     It writes into the data directory from the start: run it through :func:`supervise`, which
     holds the directory's lock and sets ``stopping`` on a stop signal.
@@ -101,7 +103,9 @@ class Supervisor:
     def __init__(self, settings: Settings, stopping: asyncio.Event, say: Say = say_to_stderr) -> None:
         data_dir = settings.data_dir
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _make_private(data_dir, say)
+        self.database_user = postgres.server_user()
+        embedded = not settings.database_url
+        _make_private(data_dir, say, postgres.data_dir_mode(self.database_user) if embedded else 0o700)
         logs = data_dir / "logs"
         logs.mkdir(exist_ok=True)
         logs.chmod(0o700)  # older versions made it, and the logs in it, readable by all
@@ -117,14 +121,33 @@ class Supervisor:
         self.say = say
         self._stopping = stopping
         env = {**os.environ, **settings.to_env()}
+        self.database = self._database(env) if embedded else None
         self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
             name=Part.SERVICE,
             argv=[sys.executable, "-m", settings.service_module],
             env=env,
-            health_urls=(settings.service_health_url,),
+            ready=health.answering([settings.service_health_url]),
             pid_file=settings.pid_file(Part.SERVICE),
             log=_open_log(logs / "service.log"),
+        )
+
+    def _database(self, env: dict[str, str]) -> Child:
+        """The child that runs the embedded PostgreSQL; SIGINT is its fast shutdown."""
+        settings = self.settings
+        try:
+            server = postgres.argv(settings)
+        except postgres.DatabaseError as error:
+            raise StackError(str(error)) from None
+        return Child(
+            name=Part.DATABASE,
+            argv=server,
+            env=env,
+            ready=lambda: health.database_answers(settings.ledger_url),
+            pid_file=settings.pid_file(Part.DATABASE),
+            log=_open_log(settings.data_dir / "logs" / f"{Part.DATABASE}.log"),
+            stop_signal=signal.SIGINT,
+            as_ids=self.database_user.ids,
         )
 
     def _server(self, node: Node, env: dict[str, str]) -> Child:
@@ -134,7 +157,7 @@ class Supervisor:
             name=node.label,
             argv=restate_server.argv(self.settings, self._config_file(node), node),
             env=env,
-            health_urls=node.health_urls,
+            ready=health.answering(node.health_urls),
             pid_file=self.settings.pid_file(node.label),
             log=_open_log(data_dir / "logs" / f"{node.label}.log"),
         )
@@ -172,10 +195,15 @@ class Supervisor:
         return True
 
     async def start(self) -> None:
-        """Start restate-server's nodes, then the service, then register the deployment."""
+        """Start PostgreSQL, restate-server's nodes, then the service, then register the deployment.
+
+        The service migrates the ledger as it starts, so the database comes first.
+        """
         settings = self.settings
         check_data_layout(settings)
         self._check_ports()
+        if self.database is not None:
+            await self._start_database(self.database)
         for node in settings.restate_nodes:
             self._config_file(node).write_text(restate_server.config_toml(settings, node))
         if settings.nodes == 1:
@@ -204,6 +232,20 @@ class Supervisor:
             except health.NotReadyError as error:
                 raise StackError(str(error)) from None
 
+    async def _start_database(self, database: Child) -> None:
+        """Create the cluster on first use, then start PostgreSQL."""
+        settings = self.settings
+        try:
+            # initdb takes about a second: in a thread, so that a stop signal is heard meanwhile.
+            created = await asyncio.to_thread(postgres.prepare, settings, self.database_user)
+        except postgres.DatabaseError as error:
+            raise StackError(str(error)) from None
+        if created:
+            self.say(f"created PostgreSQL's cluster in {settings.database_dir}")
+        as_user = f" as {self.database_user.name}" if self.database_user.is_other else ""
+        self.say(f"starting PostgreSQL{as_user} on {settings.host}:{settings.database_port}")
+        await database.start()
+
     async def restart_what_dies(self) -> None:
         """Restart whichever child dies, until the stack is asked to stop."""
         watchers = [asyncio.create_task(self._watch(child)) for child in self.children]
@@ -217,9 +259,15 @@ class Supervisor:
                 task.cancel()
 
     async def stop(self) -> None:
-        """Stop the service, then restate-server's nodes; SIGKILL what does not stop in time."""
+        """Stop the service, PostgreSQL, then restate-server's nodes; SIGKILL what does not stop in time.
+
+        PostgreSQL stops before restate-server so that no invocation that restate-server replays
+        while the stack stops finds the service without its database.
+        """
         self._stopping.set()
         await self.service.stop()
+        if self.database is not None:
+            await self.database.stop()
         await asyncio.gather(*(server.stop() for server in self.servers))
         for child in self.children:
             child.log.close()
@@ -227,7 +275,8 @@ class Supervisor:
     @property
     def children(self) -> tuple[Child, ...]:
         """The supervised processes, in start order."""
-        return (*self.servers, self.service)
+        database = () if self.database is None else (self.database,)
+        return (*database, *self.servers, self.service)
 
     async def _register(self) -> None:
         """Register the service through the first node whose admin API takes it: any node will do."""
@@ -273,6 +322,8 @@ class Supervisor:
     def _check_ports(self) -> None:
         settings = self.settings
         ports = {"service": settings.service_port}
+        if self.database is not None:
+            ports["PostgreSQL"] = settings.database_port
         for node in settings.restate_nodes:
             prefix = f"{node.label} " if node.clustered else ""
             ports |= {
@@ -318,18 +369,19 @@ _OWN_ENTRIES = ("logs", "identity", "restate", "restate-1")
 """What an older ``payments up`` left in a data directory: one of them says the directory is ours."""
 
 
-def _make_private(data_dir: Path, say: Say) -> None:
-    """Close a data directory that other users can read, when it is a stack's own.
+def _make_private(data_dir: Path, say: Say, private: int) -> None:
+    """Close a data directory that other users can read, when it is a stack's own, down to ``private``.
 
     Older versions made it 0755. A directory that holds none of a stack's files may be anything
-    (``--data-dir /tmp``), so that one only gets a note.
+    (``--data-dir /tmp``), so that one only gets a note. ``private`` is 0711 for a root stack whose
+    PostgreSQL runs as another user, who must pass through it (:func:`postgres.data_dir_mode`).
     """
     mode = stat.S_IMODE(data_dir.stat().st_mode)
-    if not mode & 0o077:
+    if not mode & 0o077 & ~private:
         return
     if any((data_dir / name).exists() for name in _OWN_ENTRIES):
-        data_dir.chmod(0o700)
-        say(f"{data_dir} was open to other users (mode {mode:04o}); it is private now (0700)")
+        data_dir.chmod(private)
+        say(f"{data_dir} was open to other users (mode {mode:04o}); it is private now ({private:04o})")
     else:
         say(f"note: {data_dir} is open to other users (mode {mode:04o}); `chmod 700 {data_dir}` closes it")
 
