@@ -153,7 +153,9 @@ def prepare(settings: Settings, user: ServerUser) -> bool:
 
     Returns whether it was created now. The stack's data directory must exist.
     """
-    settings.data_dir.chmod(data_dir_mode(user))
+    # Only adds the passage bits: a directory that is not the stack's own (/tmp) keeps its mode.
+    mode = stat.S_IMODE(settings.data_dir.stat().st_mode)
+    settings.data_dir.chmod(mode | (data_dir_mode(user) & 0o011))
     check_paths(settings, user)
     created = not settings.database_password_file.is_file()
     if created:
