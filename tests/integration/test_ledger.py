@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +23,8 @@ from payments.service.ledger import (
 )
 from payments.tools.launcher import LaunchedDatabase
 
+T = TypeVar("T")
+
 pytestmark = pytest.mark.anyio
 
 
@@ -34,8 +37,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedDatab
 
 @pytest.fixture
 async def ledger(database: LaunchedDatabase) -> AsyncIterator[Ledger]:
-    """A ledger on the module's database, migrated."""
-    opened = await Ledger.connect(database.url)
+    """A ledger on the module's database, migrated, with room for 20 calls at once."""
+    opened = await Ledger.connect(database.url, max_size=20)
     await opened.migrate()
     yield opened
     await opened.close()
@@ -62,6 +65,27 @@ async def fresh_database(database: LaunchedDatabase) -> str:
     finally:
         await connection.close()
     return on_database(database.url, name)
+
+
+WAITING_FOR_A_LOCK = "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted"
+
+
+async def all_at_once(database: LaunchedDatabase, account: str, calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Run ``calls`` with ``account`` locked until every one of them waits for it, so that they race."""
+    holder = await asyncpg.connect(database.url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT FROM ledger_accounts WHERE id = $1 FOR UPDATE", account)
+            racing = asyncio.gather(*calls)
+            for _ in range(1000):
+                if await holder.fetchval(WAITING_FOR_A_LOCK) == len(calls):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail(f"the {len(calls)} calls never all waited for {account}")
+        return await racing
+    finally:
+        await holder.close()
 
 
 async def test_migrations_apply_once_even_when_processes_start_together(database: LaunchedDatabase) -> None:
@@ -161,20 +185,25 @@ async def test_concurrent_withdrawals_never_overdraw(ledger: Ledger, unique: str
     assert (await ledger.balance(account, opening=None)).balance == 1000 - 30 * len(posted)
 
 
-async def test_one_transfer_id_sent_from_many_tasks_at_once_records_once(ledger: Ledger, unique: str) -> None:
+async def test_one_transfer_id_sent_from_many_tasks_at_once_records_once(
+    ledger: Ledger, database: LaunchedDatabase, unique: str
+) -> None:
     account = f"{unique}-a"
-    results = await asyncio.gather(
-        *(ledger.withdraw(f"{unique}-w", account, 30, f"{unique}-p", opening=100) for _ in range(20))
-    )
+    await ledger.open_account(account, 100)
+    calls = [ledger.withdraw(f"{unique}-w", account, 30, f"{unique}-p", opening=None) for _ in range(20)]
+    results = await all_at_once(database, account, calls)
     assert set(results) == {Withdrawal(f"{unique}-w", "posted", 70)}
     assert len(await ledger.history(f"{unique}-p")) == 2
 
 
-async def test_a_debit_is_refunded_once_whatever_the_refund_id(ledger: Ledger, unique: str) -> None:
+async def test_a_debit_is_refunded_once_whatever_the_refund_id(
+    ledger: Ledger, database: LaunchedDatabase, unique: str
+) -> None:
     account = f"{unique}-a"
     debit = await ledger.withdraw(f"{unique}-w", account, 30, f"{unique}-p", opening=100)
     assert (await ledger.last_unrefunded_debit(f"{unique}-p")) is not None
-    refunds = await asyncio.gather(*(ledger.refund(f"{unique}-r{n}", debit.transfer_id) for n in range(10)))
+    calls = [ledger.refund(f"{unique}-r{n}", debit.transfer_id) for n in range(10)]
+    refunds = await all_at_once(database, account, calls)
     assert len(set(refunds)) == 1
     first = refunds[0]
     assert (first.debit_id, first.account_id, first.amount, first.balance) == (
@@ -306,25 +335,28 @@ async def test_after_a_random_workload_the_books_balance(
 
 
 @pytest.mark.parametrize(
-    "statement",
+    ("statement", "table"),
     [
-        "UPDATE ledger_entries SET amount = amount + 1",
-        "DELETE FROM ledger_entries",
-        "TRUNCATE ledger_entries CASCADE",
-        "UPDATE ledger_transfers SET amount = amount + 1",
-        "DELETE FROM ledger_transfers",
-        "TRUNCATE ledger_transfers CASCADE",
-        "DELETE FROM ledger_accounts",
-        "TRUNCATE ledger_accounts CASCADE",
+        ("UPDATE ledger_entries SET amount = amount + 1", "ledger_entries"),
+        ("DELETE FROM ledger_entries", "ledger_entries"),
+        ("TRUNCATE ledger_entries", "ledger_entries"),
+        ("UPDATE ledger_transfers SET amount = amount + 1", "ledger_transfers"),
+        ("DELETE FROM ledger_transfers", "ledger_transfers"),
+        # A table that others reference can only be truncated together with them.
+        ("TRUNCATE ledger_transfers, ledger_entries", "ledger_transfers"),
+        ("DELETE FROM ledger_accounts", "ledger_accounts"),
+        ("TRUNCATE ledger_accounts, ledger_transfers, ledger_entries", "ledger_accounts"),
     ],
 )
 async def test_the_books_cannot_be_rewritten(
-    ledger: Ledger, database: LaunchedDatabase, unique: str, statement: str
+    ledger: Ledger, database: LaunchedDatabase, unique: str, statement: str, table: str
 ) -> None:
     await ledger.withdraw(f"{unique}-w", f"{unique}-a", 10, f"{unique}-p", opening=100)
     connection = await asyncpg.connect(database.url)
     try:
-        with pytest.raises(asyncpg.PostgresError, match="the ledger is append-only") as refused:
+        with pytest.raises(
+            asyncpg.PostgresError, match=f"of {table} refused: the ledger is append-only"
+        ) as refused:
             await connection.execute(statement)
         assert refused.value.sqlstate == "LG403"
     finally:
