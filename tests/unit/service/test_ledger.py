@@ -45,6 +45,7 @@ BAD_CALLS: list[tuple[str, Callable[[], Awaitable[object]]]] = [
     ("limit", lambda: LEDGER.statement("a", before=None, limit=True)),
     ("before", lambda: LEDGER.statement("a", before=-1, limit=10)),
     ("before", lambda: LEDGER.statement("a", before=0, limit=10)),
+    ("before", lambda: LEDGER.statement("a", before=2**63, limit=10)),
     ("account_id", lambda: LEDGER.statement("", before=None, limit=10)),
     ("amount", lambda: LEDGER.withdraw("t", "a", 0, "p", opening=None)),
     ("amount", lambda: LEDGER.withdraw("t", "a", -5, "p", opening=None)),

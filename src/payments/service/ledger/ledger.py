@@ -23,6 +23,8 @@ from payments.service.ledger.records import Balance, Debit, Entry, Refund, State
 
 MAX_PAGE: Final = 100
 """Most entries one statement page holds."""
+MAX_ENTRY_ID: Final = 2**63 - 1
+"""Largest entry id (bigint): a larger cursor cannot even be sent."""
 
 _ERRORS: Final[Mapping[str, type[Exception]]] = {
     "LG404": AccountNotFoundError,
@@ -206,8 +208,10 @@ class Ledger:
         the newest); :class:`AccountNotFoundError` when the account is unknown.
         """
         _text(account_id, "account_id")
-        if before is not None and (not isinstance(before, int) or isinstance(before, bool) or before < 1):
-            raise ValueError("before: must be a positive entry id")
+        if before is not None and (
+            not isinstance(before, int) or isinstance(before, bool) or not 1 <= before <= MAX_ENTRY_ID
+        ):
+            raise ValueError(f"before: must be an entry id from 1 to {MAX_ENTRY_ID}")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit: must be an integer from 1 to {MAX_PAGE}")
         # The account's row and its page in one query: no row at all means no such account.
