@@ -1,7 +1,7 @@
 """The rules of one payment id, as a table of states and events.
 
 Everything a payment id can go through is in :data:`TRANSITIONS`. The Restate handlers only load the
-stored :class:`Payment`, feed the event to :func:`run`, and store what comes back; the money moves
+stored :class:`Payment`, feed the event to :func:`advance`, and store what comes back; the money moves
 through the :class:`Effects` that they provide. Nothing here knows about Restate or HTTP, so the rules
 are unit-tested on their own.
 """
@@ -34,6 +34,10 @@ class Event(enum.StrEnum):
     """The withdrawal that a PAY asked for took the money."""
     DECLINED = "declined"
     """The withdrawal was refused: not enough funds."""
+    EARLIER_CHARGE = "earlier_charge"
+    """A cancel of a NEW id found a charge of an expired window of the id that was never refunded."""
+    NO_EARLIER_CHARGE = "no_earlier_charge"
+    """A cancel of a NEW id found no charge of the id left to refund."""
     EXPIRE = "expire"
     """The expiry timer of the id's current lifecycle has fired."""
     STALE_EXPIRE = "stale_expire"
@@ -48,6 +52,9 @@ class Effect(enum.Enum):
     """Take the charge from its account; the answer is WITHDRAWN or DECLINED."""
     REFUND = enum.auto()
     """Give the charge back to its account, and wait until it is in the balance."""
+    FIND_EARLIER_CHARGE = enum.auto()
+    """Look for the id's last charge that is not refunded, from a window that has expired; the
+    answer is EARLIER_CHARGE or NO_EARLIER_CHARGE."""
     ARM_EXPIRY = enum.auto()
     """Start the timer that returns the id to NEW after the expiry window."""
 
@@ -83,6 +90,7 @@ class Payment:
 
     ``charge`` is the charge the id completed with. A CANCELLED payment keeps it when the cancel
     refunded it, so "was this refunded" is ``charge is not None`` and needs no flag of its own.
+    ``debit_id`` is the ledger's id of the withdrawal that took the charge, which its refund names.
     ``lifecycle`` names the lifecycle, from the id's first state to its expiry: the expiry timer
     carries it, so that a timer of another lifecycle cannot end this one. None for NEW, and for
     state stored before lifecycles were named (whose timers carry none either).
@@ -91,6 +99,15 @@ class Payment:
     state: State = State.NEW
     charge: Charge | None = None
     lifecycle: str | None = None
+    debit_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """A charge the ledger took, and the id of that withdrawal."""
+
+    charge: Charge
+    debit_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +117,8 @@ class Rule:
     next_state: State
     effects: tuple[Effect, ...]
     outcome: Outcome | None
-    """None only where a follow-up event (WITHDRAWN or DECLINED) gives the answer."""
+    """None only where a follow-up event (the ledger's answer to WITHDRAW or FIND_EARLIER_CHARGE)
+    gives the answer."""
     reason: str
 
 
@@ -113,7 +131,15 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     (S.NEW, E.PAY_OTHER): Rule(S.NEW, (Effect.WITHDRAW,), None, "charging"),
     (S.NEW, E.WITHDRAWN): Rule(S.COMPLETED, (Effect.ARM_EXPIRY,), Outcome.COMPLETED, "payment completed"),
     (S.NEW, E.DECLINED): Rule(S.NEW, (), Outcome.DECLINED, "insufficient funds; nothing was charged"),
-    (S.NEW, E.CANCEL): Rule(
+    # Cancel wins after the window too: the ledger remembers the charges that expiry forgets.
+    (S.NEW, E.CANCEL): Rule(S.NEW, (Effect.FIND_EARLIER_CHARGE,), None, "looking for a charge to refund"),
+    (S.NEW, E.EARLIER_CHARGE): Rule(
+        S.CANCELLED,
+        (Effect.REFUND, Effect.ARM_EXPIRY),
+        Outcome.REFUNDED,
+        "cancelled after the id's window expired; its last payment was refunded",
+    ),
+    (S.NEW, E.NO_EARLIER_CHARGE): Rule(
         S.CANCELLED,
         (Effect.ARM_EXPIRY,),
         Outcome.CANCELLED,
@@ -147,19 +173,24 @@ TRANSITIONS: Final[Mapping[tuple[State, Event], Rule]] = {
     (S.COMPLETED, E.STALE_EXPIRE): Rule(S.COMPLETED, (), Outcome.EXPIRED, _STALE),
     (S.CANCELLED, E.STALE_EXPIRE): Rule(S.CANCELLED, (), Outcome.EXPIRED, _STALE),
 }
-"""Every (state, event) pair a payment id can meet. WITHDRAWN and DECLINED only follow a WITHDRAW,
-which only NEW asks for, so they have no row in the other states."""
+"""Every (state, event) pair a payment id can meet. The ledger's answers (WITHDRAWN, DECLINED,
+EARLIER_CHARGE, NO_EARLIER_CHARGE) only follow an effect that only NEW asks for, so they have no row
+in the other states."""
 
 
 class Effects(Protocol):
     """What carries out the table's effects, provided by the handlers: moving money, arming timers."""
 
-    async def withdraw(self, charge: Charge) -> bool:
-        """Take the charge from its account; False when the funds are insufficient."""
+    async def withdraw(self, charge: Charge) -> str | None:
+        """Take the charge from its account: the withdrawal's id, or None when funds are insufficient."""
         ...
 
-    async def refund(self, charge: Charge) -> None:
-        """Give the charge back to its account; return once it is in the balance."""
+    async def refund(self, debit: Debit) -> None:
+        """Give the charge of ``debit`` back to its account; return once it is in the balance."""
+        ...
+
+    async def find_earlier_charge(self) -> Debit | None:
+        """The id's last charge that was never refunded, taken in a window that has expired."""
         ...
 
     def arm_expiry(self) -> str:
@@ -194,29 +225,48 @@ def classify_timer(payment: Payment, lifecycle: str | None) -> Event:
 
 
 async def advance(
-    payment: Payment, event: Event, effects: Effects, charge: Charge | None = None
+    payment: Payment,
+    event: Event,
+    effects: Effects,
+    charge: Charge | None = None,
+    debit_id: str | None = None,
 ) -> Transition:
     """Apply ``event`` to ``payment``, performing the effects of the table through ``effects``.
 
-    ``charge`` is the request's charge for PAY events; other events act on the stored one.
+    ``charge`` is the request's for PAY events; other events act on the stored one, or on the one
+    the ledger's answer is about (with ``debit_id``, the id of the withdrawal that took it).
     """
     charge = payment.charge or charge
+    debit_id = payment.debit_id or debit_id
     lifecycle = payment.lifecycle
     rule = TRANSITIONS[(payment.state, event)]
     for effect in rule.effects:
         if effect is Effect.ARM_EXPIRY:
             lifecycle = effects.arm_expiry()
-            continue
-        if charge is None:  # pragma: no cover - the table moves money only where there is a charge
+        elif effect is Effect.FIND_EARLIER_CHARGE:
+            earlier = await effects.find_earlier_charge()
+            if earlier is None:
+                return await advance(payment, Event.NO_EARLIER_CHARGE, effects)
+            return await advance(payment, Event.EARLIER_CHARGE, effects, earlier.charge, earlier.debit_id)
+        elif charge is None:  # pragma: no cover - the table moves money only where there is a charge
             raise AssertionError(f"{effect} needs a charge in state {payment.state}")
-        if effect is Effect.WITHDRAW:
-            withdrawn = await effects.withdraw(charge)
-            follow_up = Event.WITHDRAWN if withdrawn else Event.DECLINED
-            return await advance(payment, follow_up, effects, charge)
-        await effects.refund(charge)
-    if rule.outcome is None:  # pragma: no cover - only rows with a WITHDRAW have no outcome
+        elif effect is Effect.WITHDRAW:
+            taken = await effects.withdraw(charge)
+            follow_up = Event.DECLINED if taken is None else Event.WITHDRAWN
+            return await advance(payment, follow_up, effects, charge, taken)
+        elif debit_id is None:  # pragma: no cover - a charge that was taken has its withdrawal's id
+            raise AssertionError(f"no withdrawal to refund in state {payment.state}")
+        else:
+            await effects.refund(Debit(charge, debit_id))
+    if rule.outcome is None:  # pragma: no cover - only rows with a ledger effect have no outcome
         raise AssertionError(f"no outcome for {event} in state {payment.state}")
     if rule.next_state is State.NEW:
         return Transition(Payment(), rule.outcome, rule.reason, charge)
-    kept = charge if rule.next_state is State.COMPLETED else payment.charge
-    return Transition(Payment(rule.next_state, kept, lifecycle), rule.outcome, rule.reason, charge)
+    took_money = rule.next_state is State.COMPLETED or Effect.REFUND in rule.effects
+    kept = Payment(
+        rule.next_state,
+        charge if took_money else payment.charge,
+        lifecycle,
+        debit_id if took_money else payment.debit_id,
+    )
+    return Transition(kept, rule.outcome, rule.reason, charge)

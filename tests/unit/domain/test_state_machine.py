@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from payments.domain.state_machine import (
     TRANSITIONS,
     Charge,
+    Debit,
     Event,
     Outcome,
     Payment,
@@ -26,27 +27,39 @@ from payments.domain.state_machine import (
 
 
 class FakeEffects:
-    """A effects over a dict of balances that records every call made to it."""
+    """Effects over a dict of balances, a tiny ledger of one payment id that records every call."""
 
-    def __init__(self, balances: Mapping[str, int]) -> None:
+    def __init__(self, balances: Mapping[str, int], earlier: tuple[Debit, ...] = ()) -> None:
         self.balances = dict(balances)
+        self.debits = {debit.debit_id: debit for debit in earlier}
+        """Every withdrawal of the id, ``earlier`` ones (from expired windows) included."""
+        self.refunds: set[str] = set()
         self.attempts: list[Charge] = []
         self.withdrawn: list[Charge] = []
         self.refunded: list[Charge] = []
         self.armed = 0
 
-    async def withdraw(self, charge: Charge) -> bool:
+    async def withdraw(self, charge: Charge) -> str | None:
         self.attempts.append(charge)
         balance = self.balances.get(charge.account_id, 0)
         if charge.amount > balance:
-            return False
+            return None
         self.balances[charge.account_id] = balance - charge.amount
         self.withdrawn.append(charge)
-        return True
+        debit_id = f"debit-{len(self.withdrawn)}"
+        self.debits[debit_id] = Debit(charge, debit_id)
+        return debit_id
 
-    async def refund(self, charge: Charge) -> None:
+    async def refund(self, debit: Debit) -> None:
+        assert debit.debit_id not in self.refunds, "refunded twice"
+        self.refunds.add(debit.debit_id)
+        charge = debit.charge
         self.balances[charge.account_id] = self.balances.get(charge.account_id, 0) + charge.amount
         self.refunded.append(charge)
+
+    async def find_earlier_charge(self) -> Debit | None:
+        unrefunded = [debit for debit_id, debit in self.debits.items() if debit_id not in self.refunds]
+        return unrefunded[-1] if unrefunded else None
 
     def arm_expiry(self) -> str:
         self.armed += 1
@@ -77,12 +90,14 @@ class Cell:
     refunded: tuple[Charge, ...] = ()
     attempts: int = 0
     armed: int = 0
+    earlier: tuple[Debit, ...] = ()
 
 
 NEW = Payment()
-COMPLETED = Payment(State.COMPLETED, CHARGE, "earlier")
+COMPLETED = Payment(State.COMPLETED, CHARGE, "earlier", "debit-0")
 TOMBSTONE = Payment(State.CANCELLED, None, "earlier")
-REFUNDED = Payment(State.CANCELLED, CHARGE, "earlier")
+REFUNDED = Payment(State.CANCELLED, CHARGE, "earlier", "debit-0")
+EXPIRED_CHARGE = Debit(OTHER, "debit-of-an-expired-window")
 S, E, O = State, Event, Outcome  # noqa: E741 - short names keep the table one cell a line
 
 CELLS = {
@@ -91,7 +106,11 @@ CELLS = {
     "new-pay-declined": Cell(NEW, E.PAY, CHARGE, POOR, S.NEW, O.DECLINED, None, (), (), 1, 0),
     "new-pay-other": Cell(NEW, E.PAY_OTHER, OTHER, RICH, S.COMPLETED, O.COMPLETED, OTHER, (OTHER,), (), 1, 1),
     "new-pay-other-declined": Cell(NEW, E.PAY_OTHER, OTHER, POOR, S.NEW, O.DECLINED, None, (), (), 1, 0),
+    # A cancel of a NEW id refunds a charge that an expired window left unrefunded, or leaves a tombstone.
     "new-cancel": Cell(NEW, E.CANCEL, None, RICH, S.CANCELLED, O.CANCELLED, None, armed=1),
+    "new-cancel-after-window": Cell(
+        NEW, E.CANCEL, None, RICH, S.CANCELLED, O.REFUNDED, OTHER, (), (OTHER,), 0, 1, (EXPIRED_CHARGE,)
+    ),
     "new-expire": Cell(NEW, E.EXPIRE, None, RICH, S.NEW, O.EXPIRED, None),
     # COMPLETED: repeat without charging, 409 on other parameters, refund once, expire to NEW.
     "completed-pay": Cell(COMPLETED, E.PAY, CHARGE, RICH, S.COMPLETED, O.REPEATED, CHARGE),
@@ -124,6 +143,17 @@ def expected_lifecycle(cell: Cell) -> str | None:
     return None if cell.state is State.NEW else cell.payment.lifecycle
 
 
+def expected_debit_id(cell: Cell) -> str | None:
+    """The withdrawal of the stored charge: a new one, a refunded one of an expired window, or the kept one."""
+    if cell.state is State.NEW:
+        return None
+    if cell.withdrawn:
+        return "debit-1"
+    if cell.earlier and cell.refunded:
+        return cell.earlier[-1].debit_id
+    return cell.payment.debit_id
+
+
 def expected_balances(cell: Cell) -> dict[str, int]:
     balances = Counter(cell.funds)
     balances.subtract(Counter({c.account_id: c.amount for c in cell.withdrawn}))
@@ -133,11 +163,12 @@ def expected_balances(cell: Cell) -> dict[str, int]:
 
 @pytest.mark.parametrize("cell", CELLS.values(), ids=CELLS.keys())
 def test_state_table_cell(cell: Cell) -> None:
-    effects = FakeEffects(cell.funds)
+    effects = FakeEffects(cell.funds, cell.earlier)
 
     transition = asyncio.run(advance(cell.payment, cell.event, effects, cell.request))
 
-    assert transition.payment == Payment(cell.state, cell.stored, expected_lifecycle(cell))
+    stored = Payment(cell.state, cell.stored, expected_lifecycle(cell), expected_debit_id(cell))
+    assert transition.payment == stored
     assert transition.outcome is cell.outcome
     assert transition.reason
     assert len(effects.attempts) == cell.attempts
@@ -162,7 +193,7 @@ def test_conflict_answers_about_the_stored_charge_and_moves_no_money() -> None:
 
 
 def test_transitions_cover_every_pair_except_ledger_answers_outside_new() -> None:
-    ledger_answers = {Event.WITHDRAWN, Event.DECLINED}
+    ledger_answers = {Event.WITHDRAWN, Event.DECLINED, Event.EARLIER_CHARGE, Event.NO_EARLIER_CHARGE}
     expected = {(s, e) for s in State for e in Event if s is State.NEW or e not in ledger_answers}
 
     assert set(TRANSITIONS) == expected
@@ -231,6 +262,24 @@ def test_a_timer_of_an_earlier_lifecycle_cannot_end_a_later_one() -> None:
 
     assert (first_timer, retry, final) == (Outcome.EXPIRED, Outcome.REPEATED, State.NEW)
     assert len(effects.withdrawn) == 2  # one per lifecycle, not a third for the retry
+
+
+def test_cancel_wins_after_the_window_and_refunds_once() -> None:
+    """Paid, expired, then cancelled twice (the second after the cancel's own window): one refund."""
+    effects = FakeEffects(RICH)
+
+    async def lifecycles() -> list[Outcome]:
+        outcomes, payment = [], NEW
+        for event in (Event.PAY, Event.EXPIRE, Event.CANCEL, Event.EXPIRE, Event.CANCEL):
+            transition = await advance(payment, event, effects, CHARGE)
+            outcomes.append(transition.outcome)
+            payment = transition.payment
+        return outcomes
+
+    outcomes = asyncio.run(lifecycles())
+
+    assert outcomes == [O.COMPLETED, O.EXPIRED, O.REFUNDED, O.EXPIRED, O.CANCELLED]
+    assert (effects.withdrawn, effects.refunded) == ([CHARGE], [CHARGE])
 
 
 # -- any sequence of makePayment and cancelPayment on one payment id ------------------------------------
