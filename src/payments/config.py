@@ -92,6 +92,9 @@ class Settings:
     data_dir: Path = Path(".restate-data")
     expiry_seconds: float = 24 * 3600.0
     opening_balance: int = 100_000
+    auto_open: bool = True
+    """Whether an account nobody opened is opened on first use with ``opening_balance``; when not,
+    it is 404 ``account not found`` until ``accounts/{id}/open``."""
     identity_key: str = ""
     """The public key whose signature the service requires; the stack derives it from its own
     private key, so it is set for the service process and not by users."""
@@ -243,8 +246,16 @@ class Settings:
 
 
 def _convert(name: str, kind: object, raw: str) -> object:
-    converters = {"int": int, "float": float, "Path": Path, "str": str}
+    converters = {"int": int, "float": float, "Path": Path, "str": str, "bool": _boolean}
     try:
         return converters[str(kind)](raw)
     except ValueError:
         raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+
+
+def _boolean(raw: str) -> bool:
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    try:
+        return words[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(raw) from None

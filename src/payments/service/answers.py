@@ -85,3 +85,31 @@ class BalanceAnswer(pydantic.BaseModel):
 
     accountId: str  # noqa: N815
     balance: int
+
+
+class StatementEntry(pydantic.BaseModel):
+    """One entry of a statement: what one transfer did to the account."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entryId: int  # noqa: N815
+    transferId: str  # noqa: N815
+    kind: str
+    """``opening``, ``deposit``, ``payment`` or ``refund``."""
+    amount: int
+    """Signed cents: negative when the money left the account."""
+    paymentId: str | None  # noqa: N815
+    createdAt: str  # noqa: N815
+    """ISO 8601, UTC."""
+    balanceAfter: int  # noqa: N815
+
+
+class StatementAnswer(pydantic.BaseModel):
+    """What statement answers: a page of entries, newest first, and the cursor of the next page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accountId: str  # noqa: N815
+    entries: list[StatementEntry]
+    nextBefore: int | None  # noqa: N815
+    """Send it as ``before`` for the next (older) page; null on the last page."""

@@ -1,48 +1,55 @@
 """The Restate virtual objects ``payments`` and ``accounts``.
 
-Handlers are thin: validate the input, load the state, let :mod:`payments.state_machine` decide,
-store the result. One payment id is one virtual object key, and Restate runs the exclusive handlers
-of a key one at a time, so there are no locks and no recovery code here.
+Handlers are thin: validate the input, load the state, let :mod:`payments.domain.state_machine`
+decide, store the result. One payment id is one virtual object key, and Restate runs the exclusive
+handlers of a key one at a time, so there are no locks and no recovery code here. The money moves in
+the ledger (:mod:`payments.service.ledger`), each movement one ``ctx.run`` whose transfer id is the
+same however often Restate retries it, so the ledger records it once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, Final, TypeVar, cast
 
 import restate
-from restate.serde import BytesSerde
+from restate.serde import BytesSerde, JsonSerde
 from restate.server_context import DisconnectedException
 
 from payments.config import Settings
 from payments.domain import state_machine
-from payments.domain.balances import Account, DepositRefusedError
-from payments.domain.state_machine import Charge, Event, Outcome, Payment, State
-from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.domain.balances import DepositRefusedError
+from payments.domain.state_machine import Charge, Debit, Event, Outcome, Payment, State
+from payments.service import ledger
+from payments.service.answers import BalanceAnswer, PaymentAnswer, StatementAnswer, StatementEntry
 from payments.service.validation import (
     ID_MAX_LENGTH,
     InvalidInputError,
     parse_amount,
     parse_id,
     parse_payment_request,
+    parse_statement_request,
     printable,
 )
 
 PAYMENT_KEY: Final = "payment"
-BALANCE_KEY: Final = "balance"
-REFUNDABLE_KEY: Final = "refundable"
 MAX_MESSAGE_LENGTH: Final = 1000
 AnyObjectContext = restate.ObjectContext | restate.ObjectSharedContext
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+Json = TypeVar("Json", dict[str, Any], dict[str, Any] | None)
+"""What a ledger call's durable step journals: a record as a dict, or None for "nothing found"."""
 _RAW: Final = BytesSerde()
 """Bodies reach the handlers as bytes so that :mod:`payments.validation` sees exactly what was sent."""
 _LOG: Final = logging.getLogger(__name__)
 
 SETTINGS: Final = Settings.from_env()
 """Read once when the service starts, from the variables the stack passes to it."""
+OPENING: Final = SETTINGS.opening_balance if SETTINGS.auto_open else None
+"""What an account nobody opened holds on first use; None: it must be opened first."""
 
 RETRY_POLICY: Final = restate.InvocationRetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -113,6 +120,44 @@ def bad_request(error: InvalidInputError | DepositRefusedError) -> restate.Termi
     return rejection(str(error), 400)
 
 
+class _Ledger:
+    """The serving process's ledger, opened in its event loop before it serves (:func:`use_ledger`)."""
+
+    current: ledger.Ledger | None = None
+
+
+def use_ledger(opened: ledger.Ledger | None) -> None:
+    """Make ``opened`` the ledger every handler of this process uses (None once it is closed)."""
+    _Ledger.current = opened
+
+
+def the_ledger() -> ledger.Ledger:
+    """The process's ledger; a handler that runs before it is open fails, and Restate retries it."""
+    if _Ledger.current is None:
+        raise RuntimeError("the ledger is not open")
+    return _Ledger.current
+
+
+async def journaled(ctx: AnyObjectContext, name: str, action: Callable[[], Coroutine[Any, Any, Json]]) -> Json:
+    """Run one ledger call as a durable step, its refusals turned into answers.
+
+    Restate runs the action again after a failure, including one after its commit (the service may
+    die before the result is journaled): every write is idempotent by its transfer id, so the ledger
+    answers the first result again. A refusal is final, so it becomes a TerminalError, which Restate
+    journals and does not retry.
+    """
+
+    async def answered() -> Json:
+        try:
+            return await action()
+        except ledger.AccountNotFoundError:
+            raise rejection("accountId: account not found", 404) from None
+        except DepositRefusedError as refused:
+            raise bad_request(refused) from None
+
+    return await ctx.run_typed(name, answered, restate.RunOptions(serde=JsonSerde[Json]()))
+
+
 def checked_key(ctx: AnyObjectContext, field: str) -> str:
     """The object key, which Restate takes from the URL unchecked."""
     try:
@@ -125,19 +170,51 @@ def checked_key(ctx: AnyObjectContext, field: str) -> str:
 
 
 class RestateEffects:
-    """Moves the money of one payment through the ``accounts`` objects, durably."""
+    """Moves the money of one payment in the ledger, each movement one durable step."""
 
     def __init__(self, ctx: restate.ObjectContext, settings: Settings) -> None:
         self._ctx = ctx
         self._expiry = timedelta(seconds=settings.expiry_seconds)
 
-    async def withdraw(self, charge: Charge) -> bool:
-        """Take the charge from its account; False when the funds are insufficient."""
-        return await self._ctx.object_call(withdraw, key=charge.account_id, arg=charge.amount)
+    async def withdraw(self, charge: Charge) -> str | None:
+        """Take the charge from its account: the withdrawal's transfer id, or None when declined.
 
-    async def refund(self, charge: Charge) -> None:
-        """Give the charge back, waiting until it is in the balance."""
-        await self._ctx.object_call(refund, key=charge.account_id, arg=charge.amount)
+        The transfer id comes from the invocation, so it is the same in every retry of this call
+        and differs between the lifecycles of the payment id.
+        """
+        transfer_id = f"payment:{self._ctx.request().id}"
+        payment_id = self._ctx.key()
+
+        async def take() -> dict[str, Any]:
+            taken = await the_ledger().withdraw(
+                transfer_id, charge.account_id, charge.amount, payment_id, opening=OPENING
+            )
+            return taken.to_json()
+
+        withdrawal = ledger.Withdrawal.from_json(await journaled(self._ctx, "withdraw", take))
+        return transfer_id if withdrawal.posted else None
+
+    async def refund(self, debit: Debit) -> None:
+        """Give the charge back, once per withdrawal; returns once it is in the balance."""
+
+        async def give_back() -> dict[str, Any]:
+            return (await the_ledger().refund(f"refund:{debit.debit_id}", debit.debit_id)).to_json()
+
+        await journaled(self._ctx, "refund", give_back)
+
+    async def find_earlier_charge(self) -> Debit | None:
+        """The id's last withdrawal that was never refunded: in NEW, one of an expired window."""
+        payment_id = self._ctx.key()
+
+        async def find() -> dict[str, Any] | None:
+            found = await the_ledger().last_unrefunded_debit(payment_id)
+            return None if found is None else found.to_json()
+
+        found = await journaled(self._ctx, "find an earlier charge", find)
+        if found is None:
+            return None
+        earlier = ledger.Debit.from_json(found)
+        return Debit(Charge(earlier.account_id, earlier.amount), earlier.transfer_id)
 
     def arm_expiry(self) -> str:
         """Send expireToken to this payment id after the expiry window, naming this lifecycle.
@@ -156,7 +233,12 @@ async def load_payment(ctx: AnyObjectContext) -> Payment:
     if stored is None:
         return Payment()
     charge = stored.get("charge")
-    return Payment(State(stored["state"]), Charge(**charge) if charge else None, stored.get("lifecycle"))
+    return Payment(
+        State(stored["state"]),
+        Charge(**charge) if charge else None,
+        stored.get("lifecycle"),
+        stored.get("debit_id"),
+    )
 
 
 def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
@@ -171,6 +253,7 @@ def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
             "state": payment.state.value,
             "charge": {"account_id": charge.account_id, "amount": charge.amount} if charge else None,
             "lifecycle": payment.lifecycle,
+            "debit_id": payment.debit_id,
         },
     )
 
@@ -226,53 +309,80 @@ async def expire_token(ctx: restate.ObjectContext, lifecycle: str | None) -> Non
 # -- accounts --------------------------------------------------------------------------------------
 
 
-async def load_account(ctx: AnyObjectContext) -> Account:
-    """The account's balance in cents; an account never written to has the opening balance."""
-    stored: int | None = await ctx.get(BALANCE_KEY)
-    refundable: int | None = await ctx.get(REFUNDABLE_KEY)
-    return Account(SETTINGS.opening_balance if stored is None else stored, refundable or 0)
-
-
-def store_account(ctx: restate.ObjectContext, before: Account, after: Account) -> BalanceAnswer:
-    """Store what changed from ``before`` to ``after`` and answer the balance."""
-    ctx.set(BALANCE_KEY, after.balance)
-    if after.refundable != before.refundable:
-        ctx.set(REFUNDABLE_KEY, after.refundable)
-    return BalanceAnswer(accountId=ctx.key(), balance=after.balance)
+def balance_answer(journal: dict[str, Any]) -> BalanceAnswer:
+    """The answer of deposit, balance and open, from the ledger's journaled balance."""
+    read = ledger.Balance.from_json(journal)
+    return BalanceAnswer(accountId=read.account_id, balance=read.balance)
 
 
 @handler(accounts, "deposit", input_serde=_RAW)
 async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
-    """Add funds. Not idempotent by itself: retrying clients send an idempotency-key header."""
-    checked_key(ctx, "accountId")
-    account = await load_account(ctx)
+    """Add funds, once per idempotency key (Restate's header), else once per call."""
+    account_id = checked_key(ctx, "accountId")
     try:
-        after = account.after_deposit(parse_amount(body))
-    except (InvalidInputError, DepositRefusedError) as error:
+        amount = parse_amount(body)
+    except InvalidInputError as error:
         raise bad_request(error) from None
-    return store_account(ctx, account, after)
+    request = ctx.request()
+    transfer_id = f"deposit:{account_id}:{request.idempotency_key or request.id}"
+
+    async def add() -> dict[str, Any]:
+        return (await the_ledger().deposit(transfer_id, account_id, amount, opening=OPENING)).to_json()
+
+    return balance_answer(await journaled(ctx, "deposit", add))
 
 
 @handler(accounts, "balance", kind="shared")
 async def balance(ctx: restate.ObjectSharedContext) -> BalanceAnswer:
-    """The current balance in cents, read-only."""
+    """The current balance in cents, read-only; an account nobody opened holds the opening balance."""
     account_id = checked_key(ctx, "accountId")
-    return BalanceAnswer(accountId=account_id, balance=(await load_account(ctx)).balance)
+
+    async def read() -> dict[str, Any]:
+        return (await the_ledger().balance(account_id, opening=OPENING)).to_json()
+
+    return balance_answer(await journaled(ctx, "balance", read))
 
 
-@handler(accounts, "withdraw", ingress_private=True)
-async def withdraw(ctx: restate.ObjectContext, amount: int) -> bool:
-    """Take cents from the balance unless that would overdraw it; changes nothing when declined."""
-    account = await load_account(ctx)
-    after = account.after_withdrawal(amount)
-    if after is None:
-        return False
-    store_account(ctx, account, after)
-    return True
+@handler(accounts, "open")
+async def open_account(ctx: restate.ObjectContext) -> BalanceAnswer:
+    """Open the account with the opening balance; an open account answers its balance."""
+    account_id = checked_key(ctx, "accountId")
+
+    async def open_it() -> dict[str, Any]:
+        with contextlib.suppress(ledger.TransferConflictError):  # opened with another opening balance
+            await the_ledger().open_account(account_id, SETTINGS.opening_balance)
+        return (await the_ledger().balance(account_id, opening=None)).to_json()
+
+    return balance_answer(await journaled(ctx, "open", open_it))
 
 
-@handler(accounts, "refund", ingress_private=True)
-async def refund(ctx: restate.ObjectContext, amount: int) -> BalanceAnswer:
-    """Give back cents taken by a payment. Unlike deposit, never refused: the money was ours."""
-    account = await load_account(ctx)
-    return store_account(ctx, account, account.after_refund(amount))
+@handler(accounts, "statement", kind="shared", input_serde=_RAW)
+async def statement(ctx: restate.ObjectSharedContext, body: bytes) -> StatementAnswer:
+    """A page of the account's entries, newest first; the answer's ``nextBefore`` asks for the next."""
+    account_id = checked_key(ctx, "accountId")
+    try:
+        page = parse_statement_request(body)
+    except InvalidInputError as error:
+        raise bad_request(error) from None
+
+    async def read() -> dict[str, Any]:
+        found = await the_ledger().statement(account_id, before=page.before, limit=page.limit)
+        return found.to_json()
+
+    page_read = ledger.Statement.from_json(await journaled(ctx, "statement", read))
+    return StatementAnswer(
+        accountId=page_read.account_id,
+        entries=[
+            StatementEntry(
+                entryId=entry.entry_id,
+                transferId=entry.transfer_id,
+                kind=entry.kind,
+                amount=entry.amount,
+                paymentId=entry.payment_id,
+                createdAt=entry.created_at,
+                balanceAfter=entry.balance_after,
+            )
+            for entry in page_read.entries
+        ],
+        nextBefore=page_read.next_before,
+    )

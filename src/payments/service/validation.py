@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 import pydantic
 from pydantic import ConfigDict, Field, StringConstraints
 
+from payments.domain.balances import MAX_BALANCE
 from payments.domain.state_machine import Charge
 
 ID_MAX_LENGTH: Final = 128
@@ -22,6 +23,9 @@ MAX_AMOUNT: Final = 1_000_000_000_000
 MAX_BODY_BYTES: Final = 4096
 """Largest request body accepted; the largest valid one is far smaller."""
 MAX_JSON_DEPTH: Final = 8
+MAX_PAGE: Final = 100
+"""Most entries in one page of a statement."""
+DEFAULT_PAGE: Final = 20
 QUOTE_LENGTH: Final = 64
 """Most characters of client input an error message repeats."""
 _ID_ALPHABET: Final = "may only contain ASCII letters, digits and the characters - _ . :"
@@ -64,6 +68,16 @@ class PaymentRequest(pydantic.BaseModel):
         return Charge(self.accountId, self.amount)
 
 
+class StatementRequest(pydantic.BaseModel):
+    """The body of statement, all of it optional: which page, and how long."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    before: Annotated[int, Field(strict=True, ge=1, le=MAX_BALANCE)] | None = None
+    """The ``nextBefore`` of the previous page; none for the newest entries."""
+    limit: Annotated[int, Field(strict=True, ge=1, le=MAX_PAGE)] = DEFAULT_PAGE
+
+
 _ID_ADAPTER: Final = pydantic.TypeAdapter(Id)
 _AMOUNT_ADAPTER: Final = pydantic.TypeAdapter(Amount)
 
@@ -92,6 +106,16 @@ def parse_amount(body: bytes) -> int:
         return _AMOUNT_ADAPTER.validate_python(document)
     except pydantic.ValidationError as error:
         raise InvalidInputError(_describe(error, "amount")) from None
+
+
+def parse_statement_request(body: bytes) -> StatementRequest:
+    """Parse a statement body: empty for the first page of the default length, else a JSON object."""
+    if not body.strip():
+        return StatementRequest()
+    try:
+        return StatementRequest.model_validate(parse_json(body))
+    except pydantic.ValidationError as error:
+        raise InvalidInputError(_describe(error, "body")) from None
 
 
 def parse_json(body: bytes) -> Any:
