@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -246,7 +246,13 @@ class Settings:
 
 
 def _convert(name: str, kind: object, raw: str) -> object:
-    converters = {"int": int, "float": float, "Path": Path, "str": str, "bool": _boolean}
+    converters: dict[str, Callable[[str], object]] = {
+        "int": int,
+        "float": float,
+        "Path": Path,
+        "str": str,
+        "bool": _boolean,
+    }
     try:
         return converters[str(kind)](raw)
     except ValueError:

@@ -3,10 +3,13 @@
 Run as ``python -m tests.integration.broken_service`` through ``PAYMENTS_SERVICE_MODULE``;
 ``BROKEN_SERVICE_BUG`` picks the bug, and it is otherwise the real service:
 
-- ``refund-twice`` (the default) gives every refund back twice;
-- ``overdraw`` never declines a withdrawal, so that a drained account goes below zero;
+- ``withdraw-twice`` (the default) takes every payment's charge a second time, under a transfer id of
+  its own, so the ledger cannot tell it from another payment;
 - ``early-expiry`` ends each lifecycle after a tenth of the expiry window, so that a payment retried
   within the window is charged again and a cancel stops winning before its window is over.
+
+A refund twice or an overdraft cannot be planted any more: the ledger refunds a debit once and
+refuses a negative balance, whatever the service asks.
 """
 
 from __future__ import annotations
@@ -15,30 +18,34 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import restate
 
 from payments.config import Settings
-from payments.domain.balances import Account
 from payments.domain.state_machine import Charge
 from payments.service import serve
-from payments.service.handlers import RestateEffects
+from payments.service.handlers import OPENING, RestateEffects, journaled, the_ledger
 
 BUG_VARIABLE: Final = "BROKEN_SERVICE_BUG"
-_refund_once = RestateEffects.refund
+_withdraw_once = RestateEffects.withdraw
 _effects_init = RestateEffects.__init__
 
 
-async def refund_twice(self: RestateEffects, charge: Charge) -> None:
-    """Give the charge back, and then once more."""
-    await _refund_once(self, charge)
-    await _refund_once(self, charge)
+async def withdraw_twice(self: RestateEffects, charge: Charge) -> str | None:
+    """Take the charge, and when it was taken, take it once more."""
+    taken = await _withdraw_once(self, charge)
+    if taken is not None:
+        ctx: restate.ObjectContext = self._ctx
 
+        async def again() -> dict[str, Any]:
+            withdrawal = await the_ledger().withdraw(
+                f"{taken}:again", charge.account_id, charge.amount, ctx.key(), opening=OPENING
+            )
+            return withdrawal.to_json()
 
-def overdraw(self: Account, amount: int) -> Account:
-    """Take the amount whatever the balance."""
-    return Account(self.balance - amount, self.refundable + amount)
+        await journaled(ctx, "withdraw again", again)
+    return taken
 
 
 def early_effects(self: RestateEffects, ctx: restate.ObjectContext, settings: Settings) -> None:
@@ -46,14 +53,9 @@ def early_effects(self: RestateEffects, ctx: restate.ObjectContext, settings: Se
     _effects_init(self, ctx, dataclasses.replace(settings, expiry_seconds=settings.expiry_seconds / 10))
 
 
-def plant_refund_twice() -> None:
-    """Every refund is given back twice."""
-    RestateEffects.refund = refund_twice  # type: ignore[method-assign]
-
-
-def plant_overdraw() -> None:
-    """No withdrawal is declined."""
-    Account.after_withdrawal = overdraw  # type: ignore[method-assign]
+def plant_withdraw_twice() -> None:
+    """Every payment is charged twice."""
+    RestateEffects.withdraw = withdraw_twice  # type: ignore[method-assign]
 
 
 def plant_early_expiry() -> None:
@@ -62,15 +64,14 @@ def plant_early_expiry() -> None:
 
 
 BUGS: Final[dict[str, Callable[[], None]]] = {
-    "refund-twice": plant_refund_twice,
-    "overdraw": plant_overdraw,
+    "withdraw-twice": plant_withdraw_twice,
     "early-expiry": plant_early_expiry,
 }
 
 
 def main() -> int:
     """Serve the handlers with the bug in place."""
-    BUGS[os.environ.get(BUG_VARIABLE, "refund-twice")]()
+    BUGS[os.environ.get(BUG_VARIABLE, "withdraw-twice")]()
     return serve.main()
 
 

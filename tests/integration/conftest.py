@@ -10,7 +10,7 @@ import pytest
 
 from payments.client import PaymentsClient
 from payments.runtime.admin import Admin
-from payments.tools.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedDatabase, LaunchedStack
 
 REPLAY_ON_EVERY_SUSPENSION = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "0s"}
 """With no inactivity timeout, an invocation suspends at every await and resumes by replaying its
@@ -42,6 +42,13 @@ async def admin(stack: LaunchedStack) -> AsyncIterator[Admin]:
     """A client of the stack's admin API."""
     async with Admin(stack.settings.admin_url) as admin_client:
         yield admin_client
+
+
+@pytest.fixture(scope="session")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedDatabase]:
+    """A PostgreSQL of its own, for tests of the ledger or of a service started by hand."""
+    with LaunchedDatabase(Path(tmp_path_factory.mktemp("db"))) as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -73,23 +73,13 @@ def run_broken(tmp_path: Path, bug: str, *options: str) -> tuple[subprocess.Comp
     return result, report
 
 
-def test_the_checker_catches_a_service_that_refunds_twice(tmp_path: Path) -> None:
-    result, report = run_broken(tmp_path, "refund-twice")
+def test_the_checker_catches_a_service_that_charges_twice(tmp_path: Path) -> None:
+    result, report = run_broken(tmp_path, "withdraw-twice")
 
     balance_violations = [v for v in report["violations"] if v["rule"] == "balance"]
     assert balance_violations, report["violations"]
-    # Every account got back each of its refunds once more, and the report says so.
-    assert all("exactly the amount of every refund" in v["message"] for v in balance_violations)
     assert all(v["suspects"] and v["calls"] for v in balance_violations)
     assert "VIOLATION balance" in result.stdout
-
-
-def test_the_checker_catches_a_service_that_overdraws_a_drained_account(tmp_path: Path) -> None:
-    result, report = run_broken(tmp_path, "overdraw")
-
-    # Money is still conserved: the only rule broken is the one that no balance goes below zero.
-    assert {v["rule"] for v in report["violations"]} == {"negative-balance"}
-    assert "VIOLATION negative-balance" in result.stdout
 
 
 def test_the_checker_catches_a_service_whose_ids_expire_before_their_window(tmp_path: Path) -> None:

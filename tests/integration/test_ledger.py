@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,13 +25,6 @@ from payments.tools.launcher import LaunchedDatabase
 T = TypeVar("T")
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedDatabase]:
-    """One PostgreSQL for the module; its database ``payments`` is migrated by the first test's ledger."""
-    with LaunchedDatabase(Path(tmp_path_factory.mktemp("db"))) as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payments.config import Settings
 from payments.runtime import identity
 from payments.runtime.processes import free_port
+from payments.tools.launcher import LaunchedDatabase
 from tests.helpers import wait_for
 
 DISCOVERY = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
@@ -36,9 +37,16 @@ def start_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
+def service(
+    tmp_path: Path, database: LaunchedDatabase
+) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
     key = identity.ensure_private_key(tmp_path / "private.pem")
-    settings = Settings(service_port=free_port(), data_dir=tmp_path, identity_key=identity.public_key(key))
+    settings = Settings(
+        service_port=free_port(),
+        data_dir=tmp_path,
+        identity_key=identity.public_key(key),
+        database_url=database.url,
+    )
     process = start_service(settings, tmp_path / "service.log")
     with httpx.Client(base_url=settings.service_url, timeout=2) as http:
 
@@ -96,14 +104,19 @@ def test_service_stops_on_sigterm_after_serving(
     assert process.wait(timeout=10) == 0
 
 
-def test_service_exits_when_it_cannot_listen(tmp_path: Path) -> None:
+def test_service_exits_when_it_cannot_listen(tmp_path: Path, database: LaunchedDatabase) -> None:
     """A service that serves nothing must not stay alive: the supervisor restarts what exits."""
     key = identity.ensure_private_key(tmp_path / "private.pem")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings = Settings(service_port=port, data_dir=tmp_path, identity_key=identity.public_key(key))
+        settings = Settings(
+            service_port=port,
+            data_dir=tmp_path,
+            identity_key=identity.public_key(key),
+            database_url=database.url,
+        )
         process = start_service(settings, tmp_path / "service.log")
         assert process.wait(timeout=30) != 0
     assert "Address already in use" in (tmp_path / "service.log").read_text()

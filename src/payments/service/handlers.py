@@ -138,7 +138,9 @@ def the_ledger() -> ledger.Ledger:
     return _Ledger.current
 
 
-async def journaled(ctx: AnyObjectContext, name: str, action: Callable[[], Coroutine[Any, Any, Json]]) -> Json:
+async def journaled(
+    ctx: AnyObjectContext, name: str, action: Callable[[], Coroutine[Any, Any, Json]]
+) -> Json:
     """Run one ledger call as a durable step, its refusals turned into answers.
 
     Restate runs the action again after a failure, including one after its commit (the service may
@@ -317,14 +319,15 @@ def balance_answer(journal: dict[str, Any]) -> BalanceAnswer:
 
 @handler(accounts, "deposit", input_serde=_RAW)
 async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
-    """Add funds, once per idempotency key (Restate's header), else once per call."""
+    """Add funds: once per call, or once per idempotency key (Restate's header)."""
     account_id = checked_key(ctx, "accountId")
     try:
         amount = parse_amount(body)
     except InvalidInputError as error:
         raise bad_request(error) from None
-    request = ctx.request()
-    transfer_id = f"deposit:{account_id}:{request.idempotency_key or request.id}"
+    # Restate answers a repeated idempotency-key header with the first call's invocation, so its id
+    # (and this transfer id) is the same for every retry while Restate keeps the key.
+    transfer_id = f"deposit:{ctx.request().id}"
 
     async def add() -> dict[str, Any]:
         return (await the_ledger().deposit(transfer_id, account_id, amount, opening=OPENING)).to_json()

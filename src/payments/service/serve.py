@@ -6,9 +6,10 @@ Run as ``python -m payments.service.serve``; it stops cleanly on SIGTERM or SIGI
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import restate
 import restate.server
@@ -17,7 +18,8 @@ from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
 
 from payments.config import Settings
-from payments.service.handlers import accounts, payments
+from payments.service import ledger
+from payments.service.handlers import accounts, payments, use_ledger
 
 
 class ServingStoppedError(RuntimeError):
@@ -54,7 +56,13 @@ async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: S
     await serving
 
 
-def serve_signed(services: Sequence[restate.VirtualObject], name: str) -> int:
+Resources = Callable[[Settings], contextlib.AbstractAsyncContextManager[None]]
+"""What a service opens in its event loop before it serves, and closes after."""
+
+
+def serve_signed(
+    services: Sequence[restate.VirtualObject], name: str, resources: Resources | None = None
+) -> int:
     """Serve ``services`` to restate-server only: requests must carry its signature."""
     settings = Settings.from_env()
     if not settings.identity_key:
@@ -65,16 +73,38 @@ def serve_signed(services: Sequence[restate.VirtualObject], name: str) -> int:
         )
         return 2
     app = restate.app(services=list(services), identity_keys=[settings.identity_key])
+
     # uvloop wakes the loop for granian's Rust threads more cheaply than asyncio's self-pipe, which
     # took a sixth of the service's time under load (docs/performance.md).
+    async def serve() -> None:
+        async with resources(settings) if resources else contextlib.nullcontext():
+            await serve_until_stopped(app, settings)
+
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve_until_stopped(app, settings))
+        runner.run(serve())
     return 0
+
+
+@contextlib.asynccontextmanager
+async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
+    """The ledger's pool, in the loop that serves the handlers, with its schema brought up to date.
+
+    Every service process migrates at its start, one at a time (the migrations hold a lock), so a
+    stack or a new release never serves an old schema.
+    """
+    opened = await ledger.Ledger.connect(settings.ledger_url)
+    try:
+        await opened.migrate()
+        use_ledger(opened)
+        yield
+    finally:
+        use_ledger(None)
+        await opened.close()
 
 
 def main() -> int:
     """Run the payment service process."""
-    return serve_signed([payments, accounts], "payments.service.serve")
+    return serve_signed([payments, accounts], "payments.service.serve", ledger_opened)
 
 
 if __name__ == "__main__":

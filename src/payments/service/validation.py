@@ -13,7 +13,6 @@ from typing import Annotated, Any, Final
 import pydantic
 from pydantic import ConfigDict, Field, StringConstraints
 
-from payments.domain.balances import MAX_BALANCE
 from payments.domain.state_machine import Charge
 
 ID_MAX_LENGTH: Final = 128
@@ -25,6 +24,8 @@ MAX_BODY_BYTES: Final = 4096
 MAX_JSON_DEPTH: Final = 8
 MAX_PAGE: Final = 100
 """Most entries in one page of a statement."""
+MAX_ENTRY_ID: Final = 2**63 - 1
+"""Largest ledger entry id (a bigint), so the largest statement cursor."""
 DEFAULT_PAGE: Final = 20
 QUOTE_LENGTH: Final = 64
 """Most characters of client input an error message repeats."""
@@ -73,7 +74,7 @@ class StatementRequest(pydantic.BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    before: Annotated[int, Field(strict=True, ge=1, le=MAX_BALANCE)] | None = None
+    before: Annotated[int, Field(strict=True, ge=1, le=MAX_ENTRY_ID)] | None = None
     """The ``nextBefore`` of the previous page; none for the newest entries."""
     limit: Annotated[int, Field(strict=True, ge=1, le=MAX_PAGE)] = DEFAULT_PAGE
 

@@ -144,7 +144,7 @@ def expected_lifecycle(cell: Cell) -> str | None:
 
 
 def expected_debit_id(cell: Cell) -> str | None:
-    """The withdrawal of the stored charge: a new one, a refunded one of an expired window, or the kept one."""
+    """The stored charge's withdrawal: a new one, a refunded one of an expired window, or the kept one."""
     if cell.state is State.NEW:
         return None
     if cell.withdrawn:

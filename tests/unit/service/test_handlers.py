@@ -68,14 +68,24 @@ async def test_the_answer_passes_through() -> None:
     assert await guarded(handler, "accounts/deposit")(FakeContext("a"), 21) == 42
 
 
-class BrokenStateContext(FakeContext):
-    """A context whose state cannot be read: an unexpected failure inside any handler."""
+class BrokenContext(FakeContext):
+    """A context whose state, request and durable steps all fail: an unexpected failure in any handler."""
 
     async def get(self, name: str) -> object:
-        raise RuntimeError(f"no state {name}")
+        raise RuntimeError(f"broken context: state {name}")
+
+    def request(self) -> object:
+        raise RuntimeError("broken context: request")
+
+    def run_typed(self, name: str, *_args: object) -> object:
+        raise RuntimeError(f"broken context: step {name}")
 
 
-INPUTS: dict[str, object] = {"makePayment": b'{"accountId": "a", "amount": 1}', "deposit": b"1"}
+INPUTS: dict[str, object] = {
+    "makePayment": b'{"accountId": "a", "amount": 1}',
+    "deposit": b"1",
+    "statement": b"",
+}
 
 
 async def test_every_handler_is_guarded(caplog: pytest.LogCaptureFixture) -> None:
@@ -83,8 +93,8 @@ async def test_every_handler_is_guarded(caplog: pytest.LogCaptureFixture) -> Non
         for name, handler in service.handlers.items():
             caplog.clear()
             arguments = [INPUTS.get(name, 1)] if handler.arity == 2 else []
-            with pytest.raises(RuntimeError, match="no state"):
-                await handler.fn(BrokenStateContext("key-1"), *arguments)
+            with pytest.raises(RuntimeError, match="broken context"):
+                await handler.fn(BrokenContext("key-1"), *arguments)
 
             [record] = caplog.records
             assert record.levelno == logging.ERROR

@@ -7,11 +7,10 @@ from payments.service.ledger.errors import (
     LedgerError,
     TransferConflictError,
 )
-from payments.service.ledger.ledger import MAX_PAGE, Ledger
+from payments.service.ledger.ledger import Ledger
 from payments.service.ledger.records import Balance, Debit, Entry, Refund, Statement, Withdrawal
 
 __all__ = [
-    "MAX_PAGE",
     "AccountNotFoundError",
     "Balance",
     "Debit",

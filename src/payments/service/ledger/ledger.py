@@ -20,11 +20,7 @@ from payments.service.ledger.errors import (
 )
 from payments.service.ledger.migrate import migrate
 from payments.service.ledger.records import Balance, Debit, Entry, Refund, Statement, Withdrawal, iso_utc
-
-MAX_PAGE: Final = 100
-"""Most entries one statement page holds."""
-MAX_ENTRY_ID: Final = 2**63 - 1
-"""Largest entry id (bigint): a larger cursor cannot even be sent."""
+from payments.service.validation import MAX_ENTRY_ID, MAX_PAGE
 
 _ERRORS: Final[Mapping[str, type[Exception]]] = {
     "LG404": AccountNotFoundError,
