@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +16,7 @@ import pydantic
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.runtime import postgres, supervisor
-from payments.service.validation import InvalidInputError
+from payments.service.validation import InvalidInputError, parse_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,10 +126,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     balance = client_command("balance", "show an account's balance", lambda c, a: c.balance(a.account_id))
     balance.add_argument("account_id", metavar="ACCOUNT")
+
+    opened = client_command(
+        "open", "open an account with the opening balance", lambda c, a: c.open_account(a.account_id)
+    )
+    opened.add_argument("account_id", metavar="ACCOUNT")
+
+    statement = client_command(
+        "statement",
+        "show an account's entries, newest first, a page at a time",
+        lambda c, a: c.statement(a.account_id, before=a.before, limit=a.limit),
+    )
+    statement.add_argument("account_id", metavar="ACCOUNT")
+    statement.add_argument("--before", type=int, metavar="ENTRY", help="the nextBefore of the previous page")
+    statement.add_argument(
+        "--limit", type=int, metavar="N", help="entries in the page (default 20, at most 100)"
+    )
+
+    history = commands.add_parser(
+        "history",
+        help="show every ledger entry of a payment id, across its lifecycles",
+        description="Read every ledger entry of a payment id from the ledger (PAYMENTS_DATABASE_URL or"
+        " the embedded PostgreSQL of PAYMENTS_DATA_DIR), oldest first, as JSON lines.",
+    )
+    history.add_argument("payment_id", metavar="ID")
+    history.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
+    history.set_defaults(command=_history)
     _add_chaos(commands)
     _add_bench(commands)
     _add_psql(commands)
+    _add_reconcile(commands)
     return parser
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    from payments.service.ledger import Ledger  # noqa: PLC0415 - asyncpg loads only for this command
+
+    try:
+        payment_id = parse_id(args.payment_id, "paymentId")
+    except InvalidInputError as error:
+        print(f"payments: {error}", file=sys.stderr)
+        return 2
+
+    async def read() -> list[str]:
+        ledger = await Ledger.connect(settings.ledger_url, max_size=1)
+        try:
+            return [json.dumps(entry.to_json()) for entry in await ledger.history(payment_id)]
+        finally:
+            await ledger.close()
+
+    try:
+        lines = asyncio.run(read())
+    except OSError as error:
+        print(f"payments: the ledger does not answer at {settings.ledger_url}: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(lines) if lines else f"no ledger entry for payment id {payment_id}")
+    return 0
 
 
 def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,6 +197,32 @@ def _psql(args: argparse.Namespace, settings: Settings) -> int:
     # As root too: the superuser payments comes in through the private socket, which trusts its users.
     psql = str(postgres.binary("psql"))
     os.execv(psql, [psql, "--dbname", settings.ledger_url, *args.psql_args])  # noqa: S606 - our own binary
+
+
+def _add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``reconcile`` subcommand: exit status 0 when clean, 1 on a mismatch, 2 when it cannot check."""
+    text = (
+        "check the ledger and Restate against each other: balances, entries, refunds, and every payment"
+        " id's state against its debits; lists each mismatch and exits 1 on any"
+    )
+    run = commands.add_parser("reconcile", help=text, description=text)
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
+    run.add_argument("--host", help="host of the stack (PAYMENTS_HOST)")
+    run.add_argument("--admin-port", type=int, help="Restate's admin port (PAYMENTS_ADMIN_PORT)")
+
+    def reconcile(args: argparse.Namespace, settings: Settings) -> int:
+        from payments.runtime.reconcile import reconcile  # noqa: PLC0415 - asyncpg loads only for this command
+
+        try:
+            result = asyncio.run(reconcile(settings))
+        except (OSError, asyncpg.PostgresError, AdminError, httpx.HTTPError) as error:
+            print(f"payments: cannot reconcile: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
+        return 0 if result.ok else 1
+
+    run.set_defaults(command=reconcile)
 
 
 def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

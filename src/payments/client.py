@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.answers import BalanceAnswer, PaymentAnswer, StatementAnswer
 from payments.service.validation import parse_id
 
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -104,6 +104,19 @@ class PaymentsClient:
     async def balance(self, account_id: str) -> BalanceAnswer:
         """The account's balance in cents."""
         return BalanceAnswer.model_validate_json(await self._call(_path("accounts", account_id, "balance")))
+
+    async def open_account(self, account_id: str) -> BalanceAnswer:
+        """Open the account with the opening balance (needed when accounts are not opened on first use)."""
+        return BalanceAnswer.model_validate_json(await self._call(_path("accounts", account_id, "open")))
+
+    async def statement(
+        self, account_id: str, *, before: int | None = None, limit: int | None = None
+    ) -> StatementAnswer:
+        """A page of the account's entries, newest first; pass an answer's ``nextBefore`` for the next."""
+        page = {name: value for name, value in (("before", before), ("limit", limit)) if value is not None}
+        return StatementAnswer.model_validate_json(
+            await self._call(_path("accounts", account_id, "statement"), json=page)
+        )
 
     async def _call(self, path: str, *, json: object = None, headers: dict[str, str] | None = None) -> bytes:
         """Send one call; to the next ingress URL while one refuses it before anything ran.

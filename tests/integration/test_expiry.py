@@ -64,6 +64,25 @@ async def test_refunded_payment_expires_with_its_money_back(expiring: PaymentsCl
     assert (await expiring.balance(f"{unique}-a")).balance == OPENING
 
 
+async def test_a_cancel_after_the_window_refunds_the_payment_once(
+    expiring: PaymentsClient, unique: str
+) -> None:
+    """Cancel wins after the window too: the ledger remembers the charge the expired state forgot."""
+    payment_id, account = f"{unique}-p", f"{unique}-a"
+    await expiring.make_payment(payment_id, account, 40)
+    await wait_until_new(expiring, payment_id)
+
+    late = await expiring.cancel_payment(payment_id)
+    again = await expiring.cancel_payment(payment_id)
+    await wait_until_new(expiring, payment_id)
+    after_its_own_window = await expiring.cancel_payment(payment_id)
+
+    assert (late.outcome, late.state, late.amount, late.moneyMoved) == ("refunded", "CANCELLED", 40, True)
+    assert (again.outcome, again.moneyMoved) == ("cancelled", False)
+    assert (after_its_own_window.outcome, after_its_own_window.moneyMoved) == ("cancelled", False)
+    assert (await expiring.balance(account)).balance == OPENING
+
+
 LONG_WINDOW_SECONDS = 8
 """Long enough that the second lifecycle's timer cannot fire before the retry that follows the first's."""
 
