@@ -212,12 +212,12 @@ def _add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     run.add_argument("--admin-port", type=int, help="Restate's admin port (PAYMENTS_ADMIN_PORT)")
 
     def reconcile(args: argparse.Namespace, settings: Settings) -> int:
-        from payments.runtime.reconcile import reconcile  # noqa: PLC0415 - asyncpg loads only for this command
+        from payments.runtime.reconcile import CannotReconcileError, reconcile  # noqa: PLC0415
 
         try:
             result = asyncio.run(reconcile(settings))
-        except (OSError, asyncpg.PostgresError, AdminError, httpx.HTTPError) as error:
-            print(f"payments: cannot reconcile: {type(error).__name__}: {error}", file=sys.stderr)
+        except CannotReconcileError as error:
+            print(f"payments: {error}", file=sys.stderr)
             return 2
         print(json.dumps(result.to_json(), indent=2) if args.json else result.describe())
         return 0 if result.ok else 1
