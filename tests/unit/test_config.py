@@ -24,6 +24,7 @@ DEFAULTS: dict[str, object] = {
     "data_dir": Path(".restate-data"),
     "expiry_seconds": 86_400.0,
     "opening_balance": 100_000,
+    "auto_open": True,
 }
 
 
@@ -54,6 +55,10 @@ def test_defaults() -> None:
         ("PAYMENTS_EXPIRY_SECONDS", "60", "expiry_seconds", 60.0),
         ("PAYMENTS_OPENING_BALANCE", "0", "opening_balance", 0),
         ("PAYMENTS_OPENING_BALANCE", str(MAX_BALANCE), "opening_balance", MAX_BALANCE),
+        ("PAYMENTS_AUTO_OPEN", "false", "auto_open", False),
+        ("PAYMENTS_AUTO_OPEN", " No ", "auto_open", False),
+        ("PAYMENTS_AUTO_OPEN", "true", "auto_open", True),
+        ("PAYMENTS_AUTO_OPEN", "1", "auto_open", True),
     ],
     ids=str,
 )
@@ -97,6 +102,8 @@ def test_overrides_win_over_the_environment_unless_none() -> None:
         ("PAYMENTS_NODES", str(MAX_NODES + 1)),
         ("PAYMENTS_NODES", "three"),
         ("PAYMENTS_PARTITIONS", "0"),
+        ("PAYMENTS_AUTO_OPEN", "maybe"),
+        ("PAYMENTS_AUTO_OPEN", ""),
     ],
     ids=lambda value: value or "empty",
 )

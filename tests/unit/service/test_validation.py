@@ -20,6 +20,7 @@ from payments.service.validation import (
     parse_amount,
     parse_id,
     parse_payment_request,
+    parse_statement_request,
     printable,
 )
 
@@ -246,3 +247,44 @@ def test_a_rejection_can_always_be_sent(message: str) -> None:
     assert error.message.encode("utf-8")
     assert len(error.message) <= MAX_MESSAGE_LENGTH
     assert error.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "before", "limit"),
+    [(b"", None, 20), (b" ", None, 20), (b"{}", None, 20), (b'{"before": 7, "limit": 100}', 7, 100)],
+    ids=["empty", "blank", "object", "both"],
+)
+def test_a_statement_request_defaults_to_the_newest_page(raw: bytes, before: int | None, limit: int) -> None:
+    page = parse_statement_request(raw)
+
+    assert (page.before, page.limit) == (before, limit)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"limit": 0}', "limit"),
+        (b'{"limit": 101}', "limit"),
+        (b'{"limit": true}', "limit"),
+        (b'{"before": -1}', "before"),
+        (b'{"before": 9223372036854775808}', "before"),
+        (b'{"before": "7"}', "before"),
+        (b'{"cursor": 1}', "cursor"),
+        (b"7", "body"),
+        (b'{"limit": 1, "limit": 1}', "limit"),
+    ],
+    ids=[
+        "limit-0",
+        "limit-101",
+        "limit-bool",
+        "before-negative",
+        "before-beyond-bigint",
+        "before-text",
+        "unknown",
+        "not-an-object",
+        "twice",
+    ],
+)
+def test_a_bad_statement_request_names_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"^{field}: "):
+        parse_statement_request(raw)
