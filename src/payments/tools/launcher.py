@@ -32,7 +32,29 @@ class LaunchError(RuntimeError):
     """The stack did not come up, or did not go down, in time."""
 
 
-class LaunchedStack:
+class _Launched:
+    """Started on entering a ``with`` block, stopped on leaving it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LaunchedStack(_Launched):
     """A running ``payments up`` on its own ports and data directory."""
 
     def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, nodes: int = 1) -> None:
@@ -55,18 +77,6 @@ class LaunchedStack:
         )
         self.log_path = data_dir / "payments-up.log"
         self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start ``payments up`` and wait until the service answers through Restate.
@@ -172,7 +182,7 @@ class LaunchedStack:
         return log_tail(self.log_path)
 
 
-class LaunchedDatabase:
+class LaunchedDatabase(_Launched):
     """The embedded PostgreSQL alone, as ``payments up`` runs it, on a free port: for the ledger's tests.
 
     The cluster is made in ``data_dir`` on the first start and reused by the next ones.
@@ -187,18 +197,6 @@ class LaunchedDatabase:
     def url(self) -> str:
         """Where the ledger connects: through the socket, as the superuser ``payments``."""
         return self.settings.ledger_url
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Create the cluster if need be, start the server and wait until it answers."""
