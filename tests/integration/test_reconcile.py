@@ -1,0 +1,167 @@
+"""``payments reconcile`` on a real stack: clean after real traffic, loud once either side is tampered with.
+
+The stack is this module's own, since the tests change its ledger and Restate's state behind the
+service's back (and put them back afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from payments.client import PaymentsClient
+from payments.runtime.admin import Admin
+from payments.runtime.reconcile import Reconciliation, reconcile
+from payments.tools.launcher import LaunchedStack
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
+    with LaunchedStack(Path(tmp_path_factory.mktemp("reconcile"))) as launched:
+        yield launched
+
+
+@pytest.fixture
+async def traffic(own_stack: LaunchedStack, unique: str) -> dict[str, str]:
+    """Payments, a refund, a tombstone, a declined payment and deposits; names the ids by what they are."""
+    ids = {
+        "completed": f"{unique}-paid",
+        "refunded": f"{unique}-refunded",
+        "tombstone": f"{unique}-tombstone",
+        "account": f"{unique}-a",
+    }
+    account = ids["account"]
+    async with PaymentsClient(own_stack.settings.ingress_url) as client:
+        await client.deposit(account, 500)
+        assert (await client.make_payment(ids["completed"], account, 100)).outcome == "completed"
+        assert (await client.make_payment(ids["refunded"], account, 200)).outcome == "completed"
+        assert (await client.cancel_payment(ids["refunded"])).outcome == "refunded"
+        assert (await client.cancel_payment(ids["tombstone"])).outcome == "cancelled"
+        assert (await client.make_payment(f"{unique}-declined", account, 10**9)).outcome == "declined"
+        await client.deposit(f"{unique}-b", 7)
+    return ids
+
+
+def run_cli(stack: LaunchedStack) -> tuple[int, str]:
+    """``payments reconcile --json`` against the stack: its exit status and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "payments.cli", "reconcile", "--json"],
+        env={**os.environ, **stack.settings.to_env()},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return done.returncode, done.stdout
+
+
+def found(result: Reconciliation) -> set[tuple[str, str]]:
+    return {(problem.check, problem.subject) for problem in result.problems}
+
+
+async def test_real_traffic_reconciles_clean(own_stack: LaunchedStack, traffic: dict[str, str]) -> None:
+    result = await reconcile(own_stack.settings)
+
+    assert result.problems == ()
+    assert result.payment_ids >= 3
+    status, output = run_cli(own_stack)
+    assert (status, json.loads(output)["ok"]) == (0, True), output
+
+
+@asynccontextmanager
+async def entry_changed(stack: LaunchedStack, transfer_id: str, account_id: str) -> AsyncIterator[None]:
+    """One entry's amount a cent lower, as a superuser past the immutability triggers; put back after."""
+    connection = await asyncpg.connect(stack.settings.ledger_url)
+    update = "UPDATE ledger_entries SET amount = amount + $3 WHERE transfer_id = $1 AND account_id = $2"
+    try:
+        await connection.execute("SET session_replication_role = replica")
+        assert await connection.execute(update, transfer_id, account_id, -1) == "UPDATE 1"
+        yield
+    finally:
+        await connection.execute(update, transfer_id, account_id, 1)
+        await connection.close()
+
+
+async def test_an_entry_changed_behind_the_ledgers_back_is_reported(
+    own_stack: LaunchedStack, traffic: dict[str, str]
+) -> None:
+    async with Admin(own_stack.settings.admin_url) as admin:
+        payment = await stored(admin, traffic["completed"])
+    assert payment is not None
+    debit_id = payment["debit_id"]
+    async with entry_changed(own_stack, debit_id, traffic["account"]):
+        result = await reconcile(own_stack.settings)
+        status, output = run_cli(own_stack)
+
+    expected = {("cached-balance", traffic["account"]), ("unbalanced-transfer", debit_id)}
+    assert expected <= found(result)
+    assert status == 1
+    assert expected <= {(p["check"], p["subject"]) for p in json.loads(output)["problems"]}
+    assert (await reconcile(own_stack.settings)).ok
+
+
+async def stored(admin: Admin, payment_id: str) -> dict[str, Any] | None:
+    rows = await admin.query(
+        "SELECT value FROM state WHERE service_name = 'payments' AND key = 'payment'"
+        f" AND service_key = '{payment_id}'"
+    )
+    return json.loads(bytes.fromhex(rows[0]["value"])) if rows else None
+
+
+async def set_state(stack: LaunchedStack, payment_id: str, value: dict[str, Any] | None) -> None:
+    """Replace the id's stored payment through the admin API, and wait until Restate has applied it."""
+    new_state = {} if value is None else {"payment": list(json.dumps(value).encode())}
+    async with (
+        httpx.AsyncClient(base_url=stack.settings.admin_url) as http,
+        Admin(stack.settings.admin_url) as admin,
+    ):
+        response = await http.post(
+            "/services/payments/state", json={"object_key": payment_id, "new_state": new_state}
+        )
+        assert response.is_success, response.text
+        for _ in range(100):
+            if await stored(admin, payment_id) == value:
+                return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"Restate did not apply the new state of {payment_id}")
+
+
+@pytest.mark.parametrize(
+    ("edited", "edit", "check"),
+    [
+        (
+            "tombstone",
+            {"state": "COMPLETED", "charge": {"account_id": "x", "amount": 1}},
+            "completed-without-debit",
+        ),
+        ("completed", {"state": "CANCELLED"}, "cancelled-not-refunded"),
+        ("refunded", {"state": "COMPLETED"}, "completed-but-refunded"),
+    ],
+)
+async def test_a_restate_state_the_ledger_contradicts_is_reported(
+    own_stack: LaunchedStack, traffic: dict[str, str], edited: str, edit: dict[str, Any], check: str
+) -> None:
+    payment_id = traffic[edited]
+    async with Admin(own_stack.settings.admin_url) as admin:
+        original = await stored(admin, payment_id)
+    assert original is not None
+    await set_state(own_stack, payment_id, {**original, **edit})
+    try:
+        result = await reconcile(own_stack.settings)
+    finally:
+        await set_state(own_stack, payment_id, original)
+
+    assert found(result) == {(check, payment_id)}

@@ -1,0 +1,120 @@
+"""The pure parts of ``payments reconcile``: Restate's stored states read and held against the debits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from payments.runtime.reconcile import (
+    PostedDebit,
+    Problem,
+    Reconciliation,
+    StoredPayment,
+    payment_problems,
+    stored_payment,
+)
+
+
+def completed(debit_id: str | None = "payment:inv_1", amount: int = 100) -> StoredPayment:
+    return StoredPayment("p", "COMPLETED", "a", amount, debit_id)
+
+
+def cancelled(debit_id: str | None = "payment:inv_1") -> StoredPayment:
+    charged = debit_id is not None
+    return StoredPayment("p", "CANCELLED", "a" if charged else None, 100 if charged else None, debit_id)
+
+
+def debit(transfer_id: str = "payment:inv_1", *, refunds: int = 0, amount: int = 100) -> PostedDebit:
+    return PostedDebit(transfer_id, "a", amount, refunds)
+
+
+def checks(payment: StoredPayment, *debits: PostedDebit) -> list[str]:
+    return [problem.check for problem in payment_problems([payment], {"p": list(debits)})]
+
+
+def test_stored_state_is_decoded_from_the_hex_of_its_json() -> None:
+    value = {
+        "state": "COMPLETED",
+        "charge": {"account_id": "a", "amount": 100},
+        "lifecycle": "inv_1",
+        "debit_id": "payment:inv_1",
+    }
+    assert stored_payment("p", json.dumps(value).encode().hex()) == completed()
+
+
+def test_a_tombstone_has_no_charge() -> None:
+    value = {"state": "CANCELLED", "charge": None, "lifecycle": "inv_1", "debit_id": None}
+    assert stored_payment("p", json.dumps(value).encode().hex()) == cancelled(None)
+
+
+@pytest.mark.parametrize("value", ["zz", b"not json".hex(), b"[]".hex(), b'{"charge": null}'.hex()])
+def test_an_unreadable_state_is_a_problem(value: str) -> None:
+    read = stored_payment("p", value)
+    assert isinstance(read, Problem)
+    assert (read.check, read.subject) == ("unreadable-state", "p")
+
+
+@pytest.mark.parametrize(
+    ("payment", "debits"),
+    [
+        (completed(), [debit()]),
+        # An earlier lifecycle's charge that was never refunded is the customer's business.
+        (completed(), [debit("payment:inv_0"), debit()]),
+        (completed(), [debit(), debit("payment:inv_2", refunds=1)]),
+        (cancelled(), [debit(refunds=1)]),
+        (cancelled(None), []),
+        (cancelled(None), [debit("payment:inv_0")]),
+    ],
+)
+def test_agreement_is_clean(payment: StoredPayment, debits: list[PostedDebit]) -> None:
+    assert checks(payment, *debits) == []
+
+
+@pytest.mark.parametrize(
+    ("payment", "debits", "expected"),
+    [
+        (completed(None), [debit()], ["completed-without-debit"]),
+        (completed(), [], ["completed-without-debit"]),
+        (completed(), [debit("payment:inv_0")], ["completed-without-debit"]),
+        (completed(), [debit(refunds=1)], ["completed-but-refunded"]),
+        (completed(amount=99), [debit()], ["charge-mismatch"]),
+        (completed(), [debit(), debit("payment:inv_1:again")], ["charged-again"]),
+        (cancelled(), [debit()], ["cancelled-not-refunded"]),
+        (cancelled(), [], ["cancelled-without-debit"]),
+        (cancelled(), [debit(refunds=1), debit("payment:inv_2")], ["charged-again"]),
+        (StoredPayment("p", "PENDING", None, None, None), [], ["unreadable-state"]),
+    ],
+)
+def test_each_disagreement_is_named(
+    payment: StoredPayment, debits: list[PostedDebit], expected: list[str]
+) -> None:
+    assert checks(payment, *debits) == expected
+
+
+def test_problems_name_their_payment_id_and_debit() -> None:
+    other = StoredPayment("q", "COMPLETED", "a", 100, "payment:inv_9")
+    problems = payment_problems([completed(), other], {"p": [debit(refunds=1)]})
+    assert [(problem.subject, problem.check) for problem in problems] == [
+        ("p", "completed-but-refunded"),
+        ("q", "completed-without-debit"),
+    ]
+    assert "payment:inv_1" in problems[0].detail
+
+
+def test_the_result_is_ok_only_without_problems_and_says_so_in_json_and_text() -> None:
+    clean = Reconciliation(problems=(), accounts=3, transfers=4, payment_ids=2, in_flight=1)
+    problem = Problem("sum-not-zero", "all accounts", "the balances sum to 1 cents, not 0")
+    broken = Reconciliation(problems=(problem,), accounts=3, transfers=4, payment_ids=2, in_flight=0)
+
+    assert clean.ok
+    assert clean.describe().startswith("clean: 3 accounts")
+    assert not broken.ok
+    assert json.loads(json.dumps(broken.to_json())) == {
+        "ok": False,
+        "problems": [problem.to_json()],
+        "checked": {"accounts": 3, "transfers": 4, "payment_ids": 2, "in_flight": 0},
+    }
+    assert (
+        broken.describe().splitlines()[0] == "sum-not-zero: all accounts: the balances sum to 1 cents, not 0"
+    )
