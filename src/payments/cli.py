@@ -236,9 +236,10 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="storm a stack of its own with payments while killing its processes, then check it",
         description=(
             "Start a stack of its own (fresh data directory, free ports), send a storm of duplicated,"
-            " conflicting and cancelled payments and deposits while SIGKILLing the service and"
-            " restate-server at random, wait until it settles, and check that no money was created,"
-            " lost or moved twice. Exits 1 when an invariant is violated."
+            " conflicting and cancelled payments and deposits while SIGKILLing the service,"
+            " restate-server and PostgreSQL at random, wait until it settles, check the answers and"
+            " the ledger that no money was created, lost or moved twice, and reconcile."
+            " Exits 1 when an invariant is violated."
         ),
     )
     run.add_argument(
@@ -270,6 +271,7 @@ def _add_chaos(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--no-kill-server", action="store_true", help="never kill restate-server (none of its nodes)"
     )
+    run.add_argument("--no-kill-database", action="store_true", help="never kill PostgreSQL")
     run.add_argument(
         "--kill-min",
         type=float,
@@ -407,6 +409,7 @@ def _chaos(args: argparse.Namespace, _settings: Settings) -> int:
         max_nodes_down=args.max_nodes_down,
         kill_service=not args.no_kill_service,
         kill_server=not args.no_kill_server,
+        kill_database=not args.no_kill_database,
         kill_min=args.kill_min,
         kill_max=args.kill_max,
         settle_timeout=args.settle_timeout,

@@ -2,22 +2,29 @@
 
 Pure logic: no I/O, no clock, no Restate. :mod:`payments.tools.chaos.run` records every call and what
 it finally got back, lets the system settle, reads each payment's status and each account's balance
-through the public API, and hands all of it to :func:`find_violations`.
+through the public API and every transfer of the ledger from its database, and hands all of it to
+:func:`find_violations`.
 
 Ids expire: the first call that gives an id state (a completion, or a cancel of a NEW id) starts a
 lifecycle and arms a timer that ends it, clearing the state, no sooner than the expiry window later;
-an id is charged at most once per lifecycle, and a cancel acts on the lifecycle it lands in. A client
-cannot see when a timer fires, so the rules only ever compare two calls, or a call and the final
-state, that the times prove to be in one lifecycle: each call ran somewhere between its first send
-and its answer, and a lifecycle lasts at least the window from its start, which the answers bound
-from below (see :meth:`_History.floor`).
+an id is charged at most once per lifecycle. A cancel acts on the lifecycle it lands in: it refunds
+that lifecycle's charge, or, landing in a NEW one (the id's window expired), it refunds the id's last
+unrefunded charge of an earlier lifecycle, if any, and starts a lifecycle of its own, CANCELLED with
+that charge or with none. A client cannot see when a timer fires, so the rules over answers only
+ever compare two calls, or a call and the final state, that the times prove to be in one lifecycle:
+each call ran somewhere between its first send and its answer, and a lifecycle lasts at least the
+window from its start, which the answers bound from below (see :meth:`_History.floor`).
+
+The ledger keeps what expiry forgets, every movement of money with its time, so the money is
+checked exactly: each balance against the ledger's transfers, and each transfer against the calls
+that must explain it (:func:`_check_ledger`).
 """
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -30,6 +37,9 @@ PAY: Final = "makePayment"
 CANCEL: Final = "cancelPayment"
 DEPOSIT: Final = "deposit"
 CONFLICT_STATUS: Final = 409
+PAYMENT_KIND: Final = "payment"
+REFUND_KIND: Final = "refund"
+DEPOSIT_KIND: Final = "deposit"
 TIMER_SLACK_SECONDS: Final = 0.25
 """Taken off the expiry window: Restate's timers run on the wall clock, the calls are timed on the
 monotonic one, and a timer must not look early because the two drift apart a little."""
@@ -121,9 +131,11 @@ class Violation:
     suspects: tuple[str, ...] = ()
     """For a balance: the payment ids whose amounts add up to the difference; their calls are listed."""
     calls: tuple[Call, ...] = ()
+    transfers: tuple[Transfer, ...] = ()
+    """The ledger's transfers that show it."""
 
     def describe(self) -> str:
-        """The violation and every call behind it, one per line."""
+        """The violation, every call and every ledger transfer behind it, one per line."""
         where = ", ".join(
             part
             for part in (
@@ -136,7 +148,76 @@ class Violation:
         if self.suspects:
             lines.append(f"  suspects: {', '.join(self.suspects)}")
         lines.extend(f"  {call.describe()}" for call in self.calls)
+        lines.extend(f"  ledger: {transfer.describe()}" for transfer in self.transfers)
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One transfer of the ledger, seen from its customer account."""
+
+    transfer_id: str
+    kind: str
+    """``opening``, ``deposit``, ``payment`` or ``refund``."""
+    account_id: str
+    """The customer account: the one a payment debits, or an opening, deposit or refund credits."""
+    amount: int
+    at: float
+    """When the database recorded it, in seconds since the storm began."""
+    posted: bool = True
+    """False for a declined payment, which moved nothing."""
+    payment_id: str | None = None
+    refund_of: str | None = None
+    balance_after: int | None = None
+    """The customer account's balance right after it; None when declined."""
+
+    @property
+    def charge(self) -> Charge:
+        """The account and amount it moved."""
+        return Charge(self.account_id, self.amount)
+
+    def describe(self) -> str:
+        """The transfer in one short phrase, e.g. ``payment payment:inv_1 p7 (a1, 120) at +3.250s``."""
+        what = f"{self.kind} {self.transfer_id}"
+        if self.payment_id:
+            what += f" {self.payment_id}"
+        if self.refund_of:
+            what += f" of {self.refund_of}"
+        status = "" if self.posted else ", declined"
+        balance = "" if self.balance_after is None else f", balance after {self.balance_after}"
+        return f"{what} {_show(self.charge)} at +{self.at:.3f}s{status}{balance}"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """What the ledger holds after the run: its transfers, and each customer account's balance."""
+
+    transfers: tuple[Transfer, ...] = ()
+    balances: Mapping[str, int] = field(default_factory=dict)
+    """The cached balance of every customer account."""
+    entry_sums: Mapping[str, int] = field(default_factory=dict)
+    """The sum of every customer account's entries."""
+
+    @property
+    def payment_ids(self) -> set[str]:
+        """The payment ids that have a transfer."""
+        return {t.payment_id for t in self.transfers if t.payment_id is not None}
+
+    def of_payment(self, payment_id: str) -> tuple[Transfer, ...]:
+        """The transfers of one payment id, in the order the ledger recorded them."""
+        return tuple(sorted((t for t in self.transfers if t.payment_id == payment_id), key=_at))
+
+    def debits(self, payment_id: str) -> list[Transfer]:
+        """The posted payment debits of one payment id."""
+        return [t for t in self.of_payment(payment_id) if t.kind == PAYMENT_KIND and t.posted]
+
+    def transfer(self, transfer_id: str | None) -> Transfer | None:
+        """The transfer with that id, if the ledger holds it."""
+        return next((t for t in self.transfers if t.transfer_id == transfer_id), None)
+
+    def refund_of(self, debit_id: str) -> Transfer | None:
+        """The refund of a debit, if it has one."""
+        return next((t for t in self.transfers if t.refund_of == debit_id), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +243,14 @@ def find_violations(
     calls: Iterable[Call],
     statuses: Mapping[str, PaymentAnswer],
     balances: Mapping[str, int],
+    *,
+    ledger: LedgerState,
     expiry: Expiry = NEVER,
 ) -> list[Violation]:
-    """Every violation of the contract that the calls and the final state show.
+    """Every violation of the contract that the calls, the final state and the ledger show.
 
-    ``statuses`` holds the final getStatus of every payment id that received a call, and
-    ``balances`` the final balance of every account.
+    ``statuses`` holds the final getStatus of every payment id that received a call, ``balances``
+    the final balance of every account read through the ingress, and ``ledger`` every transfer.
     """
     by_payment: dict[str, list[Call]] = defaultdict(list)
     deposits: list[Call] = []
@@ -191,7 +274,9 @@ def find_violations(
             violations.append(
                 Violation(problem[0], problem[1], account_id=call.request.target, calls=(call,))
             )
-    violations.extend(_check_balances(opening_balance, histories, deposits, statuses, balances))
+    violations.extend(
+        _check_ledger(opening_balance, histories, deposits, balances, ledger=ledger, window=expiry.window)
+    )
     violations.extend(_negative_balances(deposits, balances))
     return violations
 
@@ -336,49 +421,6 @@ class _History:
             return self.final_charge not in (None, body)
         return True
 
-    def charge_bounds(self) -> dict[str, tuple[int, int]]:
-        """Per account, the least and the most the id can have charged and not refunded, in all lifecycles.
-
-        Every completion a client saw withdrew, every refund it saw gave back; a call may also have
-        run unseen once per lost attempt (an unseen makePayment may have withdrawn its body, an
-        unseen cancel refunded). An attempt whose answer was lost ran, if at all, before its call
-        was answered (Restate runs the calls of one key in the order it took them, and the next
-        attempt is sent only after the last one failed). At most one withdrawal per lifecycle, and
-        lifecycles that can hold one start at least a window apart from the first call on, until the
-        last makePayment may have run. The final status, when COMPLETED, is one charge not refunded.
-        """
-        pays = [call for call in self.calls if call.request.kind == PAY]
-        seen = [(call, answer) for call, answer in self.answered]
-        withdrawn = [_charge_of(a) for _, a in seen if a.outcome == Outcome.COMPLETED]
-        refunded = [_charge_of(a) for _, a in seen if a.outcome == Outcome.REFUNDED]
-        unseen_pays = [
-            charge for call in pays if (charge := call.request.charge) for _ in range(call.unseen_runs)
-        ]
-        unseen_cancels = sum(call.unseen_runs for call in self.cancels)
-        bodies = [charge for call in pays if (charge := call.request.charge) is not None]
-        lifecycles = 0
-        if pays and math.isinf(self.window):
-            lifecycles = 1
-        elif pays:
-            latest = max(self.read_by if call.answered_at is None else call.answered_at for call in pays)
-            lifecycles = 1 + math.floor((latest - self.first_sent) / self.window)
-        more = max(0, lifecycles - len(withdrawn))
-        final = self.final_charge if self.final.state is State.COMPLETED else None
-        accounts = {c.account_id for c in (*withdrawn, *refunded, *unseen_pays, final) if c is not None}
-        bounds = {}
-        for account in sorted(accounts):
-            took = _amounts(withdrawn, account)
-            gave = _amounts(refunded, account)
-            most = sum(took) + sum(heapq.nlargest(more, _amounts(unseen_pays, account))) - sum(gave)
-            unseen_refunds = sum(heapq.nlargest(unseen_cancels, _amounts(bodies, account)))
-            kept = final.amount if final is not None and final.account_id == account else 0
-            bounds[account] = (max(kept, sum(took) - sum(gave) - unseen_refunds, 0), most)
-        return bounds
-
-
-def _amounts(charges: Iterable[Charge | None], account: str) -> list[int]:
-    return [charge.amount for charge in charges if charge is not None and charge.account_id == account]
-
 
 Finding = tuple[str, str]
 """A broken rule and what shows it."""
@@ -493,106 +535,232 @@ def _cancel_won(history: _History) -> Iterator[Finding]:
             yield "cancel-lost-race", message
 
 
-@dataclass
-class _Money:
-    """What moved through one account, as the calls and the final states tell it."""
-
-    acknowledged: int = 0
-    """Deposits answered 200, once per idempotency key."""
-    uncertain: int = 0
-    """Deposits never answered, which may or may not have happened."""
-    completed: dict[str, int] = field(default_factory=dict)
-    """Amount withdrawn by each payment id that had one lifecycle and ended COMPLETED."""
-    refunded: dict[str, int] = field(default_factory=dict)
-    """Amount withdrawn and given back by each payment id that had one lifecycle and ended refunded."""
-    bounded: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """The least and the most each payment id with several possible lifecycles charged net."""
-
-    @property
-    def least_charged(self) -> int:
-        return sum(self.completed.values()) + sum(least for least, _ in self.bounded.values())
-
-    @property
-    def most_charged(self) -> int:
-        return sum(self.completed.values()) + sum(most for _, most in self.bounded.values())
+def _check_ledger(
+    opening_balance: int,
+    histories: Mapping[str, _History],
+    deposits: Sequence[Call],
+    balances: Mapping[str, int],
+    *,
+    ledger: LedgerState,
+    window: float,
+) -> Iterator[Violation]:
+    """The ledger's transfers against each other and against every call and answer of the run."""
+    calls = {payment_id: tuple(history.calls) for payment_id, history in histories.items()}
+    yield from _check_balances(opening_balance, balances, ledger, calls)
+    yield from _check_debits(ledger, calls, window)
+    yield from _check_refunds(ledger, calls)
+    yield from _check_deposits(ledger, deposits)
+    for payment_id, history in sorted(histories.items()):
+        for message in _ledger_mismatches(history, ledger.of_payment(payment_id)):
+            yield Violation(
+                "ledger-mismatch",
+                message,
+                payment_id,
+                history.final.accountId,
+                calls=calls[payment_id],
+                transfers=ledger.of_payment(payment_id),
+            )
 
 
 def _check_balances(
     opening_balance: int,
-    histories: Mapping[str, _History],
-    deposits: Sequence[Call],
-    statuses: Mapping[str, PaymentAnswer],
     balances: Mapping[str, int],
+    ledger: LedgerState,
+    calls: Mapping[str, Sequence[Call]],
 ) -> Iterator[Violation]:
-    """Opening + deposits + refunds - withdrawals == balance, from each payment's final state and answers.
+    """Each balance, however it is read, is opening + deposits - payments + refunds of the ledger's transfers.
 
-    An id that had one lifecycle moved exactly what its final state says: a COMPLETED payment
-    withdrew its amount; a CANCELLED one that was charged withdrew it and got it back; NEW and a
-    plain tombstone moved nothing. An id whose lifecycles may have expired left charges no final
-    state shows: its answers bound them (:meth:`_History.charge_bounds`), exactly when none was lost.
-    A deposit counts once per idempotency key when a 200 acknowledged it; one never answered may or
-    may not have happened.
+    The read through the ingress is what clients see, the cached balance what the ledger's writes
+    check, and the sum of the account's entries what an auditor would add up.
     """
-    money: dict[str, _Money] = defaultdict(_Money)
-    for sent in _by_key(deposits).values():
-        account, amount = money[sent[0].request.target], sent[0].request.amount or 0
-        if any(call.status == 200 for call in sent):
-            account.acknowledged += amount
-        elif any(call.status is None for call in sent):
-            account.uncertain += amount
-    for payment_id, final in statuses.items():
-        history = histories.get(payment_id)
-        if history is not None and not history.single_lifecycle:
-            for account_id, bounds in history.charge_bounds().items():
-                money[account_id].bounded[payment_id] = bounds
-            continue
-        charge = _charge_of(final)
-        if charge is not None:
-            moved = money[charge.account_id]
-            kept = moved.completed if final.state is State.COMPLETED else moved.refunded
-            kept[payment_id] = charge.amount
-    by_payment = {payment_id: history.calls for payment_id, history in histories.items()}
-    for account_id in sorted(set(balances) | set(money)):
-        account = money[account_id]
-        balance = balances.get(account_id)
-        if balance is None:
+    for account_id in sorted(set(balances) | set(ledger.balances)):
+        if account_id not in balances:
             yield Violation("no-final-balance", "its balance was not read", account_id=account_id)
-            continue
-        most = opening_balance + account.acknowledged - account.least_charged
-        least = opening_balance + account.acknowledged - account.most_charged
-        if least <= balance <= most + account.uncertain:
-            continue
-        difference = balance - (most if balance > most else least)
-        meaning = (
-            "more money than payments and deposits explain (a refund or deposit applied twice,"
-            " or a withdrawal lost)"
-            if difference > 0
-            else "less money than payments and deposits explain (a deposit lost, or a payment charged twice)"
+        moves = [t for t in ledger.transfers if t.account_id == account_id and t.posted]
+        deposited, paid, refunded = (
+            sum(t.amount for t in moves if t.kind == kind)
+            for kind in (DEPOSIT_KIND, PAYMENT_KIND, REFUND_KIND)
         )
-        explained_by, suspects = _suspects(account_id, abs(difference), account, by_payment)
-        same_amount = [
-            call
-            for call in deposits
-            if call.request.target == account_id and call.request.amount == abs(difference)
-        ]
-        charged = f"{len(account.completed)} completed payments {sum(account.completed.values())}"
-        if account.bounded:
-            charged = (
-                f"net charges from {account.least_charged} to {account.most_charged}"
-                f" ({len(account.bounded)} ids with several lifecycles)"
-            )
-            expected = f"{least}..{most}"
-        else:
-            expected = str(most)
+        expected = opening_balance + deposited - paid + refunded
+        readings = {
+            "read through the ingress": balances.get(account_id),
+            "cached in the ledger": ledger.balances.get(account_id),
+            "the sum of its entries": ledger.entry_sums.get(account_id),
+        }
+        wrong = {name: value for name, value in readings.items() if value is not None and value != expected}
+        if not wrong:
+            continue
+        differences = {value - expected for value in wrong.values()}
+        suspects = sorted(
+            {t.payment_id for t in moves if t.payment_id and abs(t.amount) in map(abs, differences)}
+        )
         yield Violation(
             "balance",
-            f"balance {balance} != opening {opening_balance} + acknowledged deposits"
-            f" {account.acknowledged} - {charged} = {expected}, off by {difference:+d}:"
-            f" {meaning}{explained_by}",
+            f"opening {opening_balance} + deposits {deposited} - payments {paid} + refunds {refunded}"
+            f" = {expected} in the ledger's transfers, but the balance "
+            + ", ".join(f"{name} is {value} ({value - expected:+d})" for name, value in wrong.items()),
             account_id=account_id,
             suspects=tuple(suspects),
-            calls=(*(call for payment_id in suspects for call in by_payment[payment_id]), *same_amount),
+            calls=tuple(call for payment_id in suspects for call in calls.get(payment_id, ())),
+            transfers=tuple(t for t in moves if t.payment_id in suspects),
         )
+
+
+def _check_debits(
+    ledger: LedgerState, calls: Mapping[str, Sequence[Call]], window: float
+) -> Iterator[Violation]:
+    """Each debit has a makePayment of its id and body behind it, and no two fall within one window.
+
+    A debit happens only in NEW and starts a lifecycle (its expiry timer is armed after the debit
+    committed); the next debit of the id needs that lifecycle to have ended, a window later, whether
+    or not the first was refunded meanwhile. Both times are the database's clock, the timer runs on
+    the same host's wall clock.
+    """
+    for payment_id in sorted(ledger.payment_ids):
+        debits = sorted(ledger.debits(payment_id), key=_at)
+        received = calls.get(payment_id, ())
+        bodies = {charge for call in received if (charge := call.request.charge) is not None}
+        for debit in debits:
+            if debit.charge not in bodies:
+                yield Violation(
+                    "unknown-charge",
+                    f"the ledger holds the debit {debit.describe()}, which no makePayment of it asked for",
+                    payment_id,
+                    debit.account_id,
+                    calls=tuple(received),
+                    transfers=(debit,),
+                )
+        twice = [
+            (first, second) for first, second in itertools.pairwise(debits) if second.at - first.at < window
+        ]
+        if twice:
+            first, second = twice[0]
+            refunds = ledger.refund_of(first.transfer_id)
+            state = (
+                "the first had been refunded by then"
+                if refunds is not None and refunds.at <= second.at
+                else "both unrefunded at once"
+            )
+            yield Violation(
+                "charged-twice",
+                f"{len(debits)} debits in the ledger, and {first.transfer_id} and {second.transfer_id}"
+                f" were {second.at - first.at:.3f} s apart, within one lifecycle ({state})",
+                payment_id,
+                first.account_id,
+                suspects=(payment_id,),
+                calls=tuple(received),
+                transfers=ledger.of_payment(payment_id),
+            )
+
+
+def _check_refunds(ledger: LedgerState, calls: Mapping[str, Sequence[Call]]) -> Iterator[Violation]:
+    """Each refund gives back a posted debit of its own payment id, which somebody cancelled."""
+    for refund in ledger.transfers:
+        if refund.kind != REFUND_KIND:
+            continue
+        debit = ledger.transfer(refund.refund_of)
+        received = calls.get(refund.payment_id or "", ())
+        problem = None
+        if debit is None or debit.kind != PAYMENT_KIND or not debit.posted:
+            problem = f"names {refund.refund_of}, which is no posted debit"
+        elif (debit.payment_id, debit.charge) != (refund.payment_id, refund.charge):
+            problem = f"gives back {debit.describe()}, a debit of another payment or amount"
+        elif not any(call.request.kind == CANCEL for call in received):
+            problem = "is for an id nobody cancelled"
+        if problem is not None:
+            yield Violation(
+                "unknown-refund",
+                f"the refund {refund.describe()} {problem}",
+                refund.payment_id,
+                refund.account_id,
+                calls=tuple(received),
+                transfers=(refund, *(() if debit is None else (debit,))),
+            )
+
+
+def _check_deposits(ledger: LedgerState, deposits: Sequence[Call]) -> Iterator[Violation]:
+    """Every acknowledged deposit is in the ledger once, and no deposit is there that no call explains.
+
+    A deposit's answer is the balance right after it, which the ledger's entry of it records: an
+    acknowledged key is the ledger's deposit of its account, amount and that balance. A key never
+    answered may or may not have deposited.
+    """
+    recorded = Counter(
+        (t.account_id, t.amount, t.balance_after) for t in ledger.transfers if t.kind == DEPOSIT_KIND
+    )
+    unanswered: Counter[tuple[str, int]] = Counter()
+    for sent in _by_key(deposits).values():
+        request = sent[0].request
+        account, amount = request.target, request.amount or 0
+        seen = sorted({call.answer.balance for call in sent if isinstance(call.answer, BalanceAnswer)})
+        if seen:
+            if recorded[account, amount, seen[0]]:
+                recorded[account, amount, seen[0]] -= 1
+            else:
+                yield Violation(
+                    "lost-deposit",
+                    f"{request.describe()} was answered with the balance {seen[0]}, and the ledger"
+                    " holds no deposit of it",
+                    account_id=account,
+                    calls=tuple(sent),
+                )
+        elif any(call.status is None for call in sent):
+            unanswered[account, amount] += 1
+    extra: Counter[tuple[str, int]] = Counter()
+    for (account, amount, _), count in recorded.items():
+        extra[account, amount] += count
+    for (account, amount), count in sorted((extra - unanswered).items()):
+        yield Violation(
+            "unknown-deposit",
+            f"the ledger holds {count} deposit(s) of {amount} that no call explains (a key deposited"
+            " twice, or a deposit nobody sent)",
+            account_id=account,
+            calls=tuple(c for c in deposits if (c.request.target, c.request.amount) == (account, amount)),
+            transfers=tuple(
+                t
+                for t in ledger.transfers
+                if t.kind == DEPOSIT_KIND and (t.account_id, t.amount) == (account, amount)
+            ),
+        )
+
+
+def _ledger_mismatches(history: _History, transfers: Sequence[Transfer]) -> Iterator[str]:
+    """Where the answers and the final state of an id say something its ledger transfers contradict.
+
+    A COMPLETED id's lifecycle began with its newest debit, which nothing refunded; a CANCELLED one
+    holding a charge refunded a debit of it; a plain tombstone began when no debit was left to
+    refund, and none came after it.
+    """
+    debits = sorted((t for t in transfers if t.kind == PAYMENT_KIND and t.posted), key=_at)
+    refunded = {t.refund_of: t for t in transfers if t.kind == REFUND_KIND}
+    debited: Counter[Charge | None] = Counter(debit.charge for debit in debits)
+    gave_back: Counter[Charge | None] = Counter(t.charge for t in refunded.values())
+    # Each answer that moved money is its own invocation, so its own transfer.
+    for outcome, moved, what in (
+        (Outcome.COMPLETED, debited, "debit"),
+        (Outcome.REFUNDED, gave_back, "refund"),
+    ):
+        seen = Counter(_charge_of(answer) for _, answer in history.answered if answer.outcome == outcome)
+        for charge, count in sorted(seen.items(), key=str):
+            if count > moved[charge]:
+                yield (
+                    f"{count} call(s) answered {outcome.value!r} with {_show(charge)}, and the ledger"
+                    f" holds {moved[charge]} such {what}(s)"
+                )
+    final, charge = history.final, history.final_charge
+    unrefunded = [debit for debit in debits if debit.transfer_id not in refunded]
+    if final.state is State.COMPLETED and not (
+        debits and debits[-1].charge == charge and debits[-1] in unrefunded
+    ):
+        yield f"it is COMPLETED with {_show(charge)}, and its newest debit is not that charge, unrefunded"
+    elif final.state is State.CANCELLED and charge is not None and charge not in gave_back:
+        yield f"it is CANCELLED with {_show(charge)} refunded, and the ledger holds no such refund"
+    elif final.state is State.CANCELLED and charge is None and unrefunded:
+        yield "it is CANCELLED with nothing charged, and the ledger holds a debit of it nobody refunded"
+
+
+def _at(transfer: Transfer) -> float:
+    return transfer.at
 
 
 def _negative_balances(deposits: Sequence[Call], balances: Mapping[str, int]) -> Iterator[Violation]:
@@ -608,27 +776,6 @@ def _negative_balances(deposits: Sequence[Call], balances: Mapping[str, int]) ->
                 account_id=call.request.target,
                 calls=(call,),
             )
-
-
-def _suspects(
-    account_id: str, difference: int, account: _Money, by_payment: Mapping[str, Sequence[Call]]
-) -> tuple[str, list[str]]:
-    """The payment ids whose amounts add up to ``difference``, and a phrase saying how, if any do.
-
-    The difference a bug leaves is often every refund, every charge, or one payment's amount.
-    """
-    for label, amounts in (
-        ("every refund", account.refunded),
-        ("every completed payment", account.completed),
-    ):
-        if amounts and sum(amounts.values()) == difference:
-            return f"; exactly the amount of {label} on it", sorted(amounts)
-    single = [
-        payment_id
-        for payment_id, calls in sorted(by_payment.items())
-        if any(call.request.charge == Charge(account_id, difference) for call in calls)
-    ]
-    return ("; exactly the amount of one payment", single) if single else ("", [])
 
 
 def _by_key(deposits: Sequence[Call]) -> dict[str, list[Call]]:

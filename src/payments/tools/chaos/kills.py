@@ -1,9 +1,9 @@
-"""The kill policy of a chaos run: SIGKILL the service and restate-server at random moments.
+"""The kill policy of a chaos run: SIGKILL the service, restate-server and PostgreSQL at random moments.
 
 One loop per part kills it a random time after each (re)start, as its seeded draws say, and picks a
 node among those it may kill, so that no more than ``max_nodes_down`` of restate-server's nodes are
-ever down at once (the service is one node). The supervisor restarts what was killed, as it would in
-production.
+ever down at once (the service and PostgreSQL are one node each). The supervisor restarts what was
+killed, as it would in production.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ class Processes(Protocol):
 
 
 def health_probe(settings: Settings) -> Probe:
-    """A probe that asks a node's health checks (and a restate-server node if it knows the deployment)."""
+    """A probe that asks a node's health checks (and a restate-server node if it knows the deployment).
+
+    PostgreSQL answers when it takes a connection and a query on the ledger's URL.
+    """
 
     async def answers(http: httpx.AsyncClient, part: Part, node: int) -> bool:
+        if part == Part.DATABASE:
+            return await health.database_answers(settings.ledger_url)
         urls = (
             health.node_ready_urls(settings.restate_nodes[node - 1])
             if part == Part.RESTATE_SERVER
@@ -62,7 +67,7 @@ class Kills:
         self.seed = seed
         self.probe = probe
         self.counts: Counter[tuple[Part, int]] = Counter()
-        """SIGKILLs by part and node (1 for the service)."""
+        """SIGKILLs by part and node (1 for the service and PostgreSQL)."""
         self.most_nodes_down = 0
 
     def of(self, part: Part) -> int:
@@ -81,8 +86,8 @@ class Kills:
     async def loop(self, part: Part, stop: asyncio.Event) -> None:
         """SIGKILL ``part`` a random time after each (re)start, until ``stop`` is set.
 
-        Each kill picks a random node among those it may kill (restate-server's nodes; the service is
-        one), so that no more than ``max_nodes_down`` are ever down at once.
+        Each kill picks a random node among those it may kill (restate-server's nodes; the service and
+        PostgreSQL are one each), so that no more than ``max_nodes_down`` are ever down at once.
         """
         waits = random.Random(f"{self.seed}:{part}")  # noqa: S311 - repeatable choices, not secrets
         picks = random.Random(f"{self.seed}:{part}:node")  # noqa: S311

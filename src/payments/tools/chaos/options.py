@@ -12,7 +12,7 @@ from typing import Final
 
 from payments.config import MAX_EXPIRY_SECONDS, MAX_NODES, Part
 
-PARTS: Final[tuple[Part, ...]] = (Part.SERVICE, Part.RESTATE_SERVER)
+PARTS: Final[tuple[Part, ...]] = (Part.SERVICE, Part.RESTATE_SERVER, Part.DATABASE)
 """The processes a run may kill, in the order reports list them."""
 
 
@@ -31,6 +31,8 @@ class ChaosOptions:
     """How many of the nodes may be down at once; more than a minority stalls every call."""
     kill_service: bool = True
     kill_server: bool = True
+    kill_database: bool = True
+    """SIGKILL the stack's PostgreSQL too; payments wait for it (their durable steps retry)."""
     kill_min: float = 1.0
     """Seconds a (re)started process runs at least before it is killed; the most is ``kill_max``."""
     kill_max: float = 12.0
@@ -62,5 +64,9 @@ class ChaosOptions:
     @property
     def parts_to_kill(self) -> tuple[Part, ...]:
         """The processes the run kills."""
-        wanted = {Part.SERVICE: self.kill_service, Part.RESTATE_SERVER: self.kill_server}
+        wanted = {
+            Part.SERVICE: self.kill_service,
+            Part.RESTATE_SERVER: self.kill_server,
+            Part.DATABASE: self.kill_database,
+        }
         return tuple(part for part in PARTS if wanted[part])

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from payments.config import Part
+from payments.runtime.reconcile import Reconciliation
 from payments.service.answers import PaymentAnswer
-from payments.tools.chaos.invariants import Call, Violation, lifecycles_seen
+from payments.tools.chaos.invariants import Call, Transfer, Violation, lifecycles_seen
 from payments.tools.chaos.options import PARTS, ChaosOptions
 
 _SENT, _ANSWERED = 0, 1
@@ -40,6 +41,8 @@ class Report:
     most_nodes_down: int = 0
     """The most restate-server nodes that were down at once, counting each from its kill until it
     answered again."""
+    reconciliation: Reconciliation | None = None
+    """What ``payments reconcile`` found after the run; None when it could not run (a violation then)."""
     lifecycles: dict[int, int] = field(init=False)
     """How many payment ids the answers prove went through each number of lifecycles (at least)."""
     expiries_seen: int = field(init=False)
@@ -118,6 +121,12 @@ class Report:
             ("longest stall", f"{self.longest_stall_seconds:.1f} s (calls waiting, none answered)"),
             ("longest call", longest_call),
             ("time to settle", settle),
+            (
+                "reconcile",
+                "could not run"
+                if self.reconciliation is None
+                else self.reconciliation.describe().splitlines()[-1],
+            ),
             ("violations", str(len(self.violations))),
         ]
         width = max(len(name) for name, _ in rows)
@@ -148,6 +157,7 @@ class Report:
             "longestStallSeconds": round(self.longest_stall_seconds, 3),
             "longestCallSeconds": round(_duration(self.slowest_calls[0]), 3) if self.slowest_calls else None,
             "slowestCalls": [_call_json(call) for call in self.slowest_calls],
+            "reconcile": None if self.reconciliation is None else self.reconciliation.to_json(),
             "dataDir": str(self.data_dir),
             "violations": [_violation_json(violation) for violation in self.violations],
         }
@@ -203,6 +213,21 @@ def _violation_json(violation: Violation) -> dict[str, Any]:
         "accountId": violation.account_id,
         "suspects": list(violation.suspects),
         "calls": [_call_json(call) for call in violation.calls],
+        "transfers": [_transfer_json(transfer) for transfer in violation.transfers],
+    }
+
+
+def _transfer_json(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "transferId": transfer.transfer_id,
+        "kind": transfer.kind,
+        "accountId": transfer.account_id,
+        "amount": transfer.amount,
+        "at": round(transfer.at, 3),
+        "posted": transfer.posted,
+        "paymentId": transfer.payment_id,
+        "refundOf": transfer.refund_of,
+        "balanceAfter": transfer.balance_after,
     }
 
 

@@ -4,8 +4,9 @@
 cluster of nodes; optionally a short expiry window, so that ids go through several lifecycles), draws
 a plan from one seed (:mod:`~payments.tools.chaos.plan`), plays its scripts through many concurrent
 clients spread over the nodes' ingresses while the kill loops (:mod:`~payments.tools.chaos.kills`)
-SIGKILL the service and restate-server at random moments, waits until Restate has nothing left to
-run, reads every payment's status and every balance, and hands all of it to
+SIGKILL the service, restate-server and PostgreSQL at random moments, waits until Restate has
+nothing left to run, reads every payment's status and every balance through the ingress and every
+transfer from the ledger's database, and hands all of it to
 :func:`~payments.tools.chaos.invariants.find_violations`.
 """
 
@@ -21,12 +22,24 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 
 from payments.client import NotRunningError, PaymentsClient, ServiceError, rotated, until_answered
 from payments.runtime.admin import Admin, AdminError
+from payments.runtime.reconcile import CannotReconcileError, Reconciliation, reconcile
 from payments.service.answers import BalanceAnswer, PaymentAnswer
-from payments.tools.chaos.invariants import CANCEL, DEPOSIT, Call, Expiry, Request, Violation, find_violations
+from payments.tools.chaos.invariants import (
+    CANCEL,
+    DEPOSIT,
+    Call,
+    Expiry,
+    LedgerState,
+    Request,
+    Transfer,
+    Violation,
+    find_violations,
+)
 from payments.tools.chaos.kills import Kills, health_probe
 from payments.tools.chaos.options import PARTS, ChaosOptions
 from payments.tools.chaos.plan import Plan, Script, draw_plan
@@ -42,6 +55,22 @@ UNSETTLED_SQL: Final = (
     " GROUP BY target_service_name, target_handler_name, status"
 )
 HTTP_SERVER_ERROR: Final = 500
+LEDGER_TRANSFERS_SQL: Final = """
+    SELECT t.id, t.kind, t.amount, t.payment_id, t.refund_of, t.status = 'posted' AS posted,
+           CASE WHEN t.kind = 'payment' THEN t.debit_account ELSE t.credit_account END AS account_id,
+           extract(epoch FROM t.created_at)::float8 AS at, e.balance_after
+    FROM ledger_transfers t
+    LEFT JOIN ledger_entries e ON e.transfer_id = t.id
+        AND e.account_id = CASE WHEN t.kind = 'payment' THEN t.debit_account ELSE t.credit_account END
+"""
+"""Every transfer from its customer account's side, with that account's balance right after it."""
+LEDGER_BALANCES_SQL: Final = """
+    SELECT a.id, a.balance, coalesce(sum(e.amount), 0)::bigint AS entry_sum
+    FROM ledger_accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
+    WHERE a.kind = 'customer' GROUP BY a.id, a.balance
+"""
+LEDGER_READ_SECONDS: Final = 60.0
+"""How long the run waits for the ledger's database to take its read after the storm."""
 
 
 def run_chaos(
@@ -95,8 +124,14 @@ async def _storm_and_check(
             storm.phase = "reading the final state"
             statuses, balances = await read_final_state(clients, plan)
             expiry = Expiry(settings.expiry_seconds, read_by=storm.elapsed())
+            storm.phase = "reading the ledger"
+            ledger = await read_ledger(settings.ledger_url, storm.started_wall)
+            storm.phase = "reconciling"
+            reconciliation, unreconciled = await reconciled(stack)
             storm.phase = "done"
-    found = find_violations(settings.opening_balance, storm.calls, statuses, balances, expiry)
+    found = find_violations(
+        settings.opening_balance, storm.calls, statuses, balances, ledger=ledger, expiry=expiry
+    )
     return Report(
         seed=seed,
         options=options,
@@ -104,12 +139,26 @@ async def _storm_and_check(
         kills={part: kills.of(part) for part in PARTS},
         storm_seconds=storm_seconds,
         settle_seconds=settle_seconds,
-        violations=[*not_settled, *found],
+        violations=[*not_settled, *found, *unreconciled],
         data_dir=settings.data_dir,
         retries=storm.retries,
         kills_by_node=kills.by_node(),
         most_nodes_down=kills.most_nodes_down,
+        reconciliation=reconciliation,
     )
+
+
+async def reconciled(stack: LaunchedStack) -> tuple[Reconciliation | None, list[Violation]]:
+    """``payments reconcile`` on the settled stack, and a ``reconcile`` violation for each problem it finds.
+
+    None when it could not read the ledger or Restate, which is a violation too: a run is clean only
+    when the reconciliation is.
+    """
+    try:
+        reconciliation = await reconcile(stack.settings)
+    except CannotReconcileError as error:
+        return None, [Violation("reconcile", str(error))]
+    return reconciliation, [Violation("reconcile", problem.describe()) for problem in reconciliation.problems]
 
 
 class Clients:
@@ -156,6 +205,8 @@ class Storm:
         self.phase = "storm"
         """What the run is doing, for the progress line; the run moves it on after the storm."""
         self._started = time.monotonic()
+        self.started_wall = time.time()
+        """When the storm began on the wall clock, which the ledger's times are on."""
 
     def elapsed(self) -> float:
         """Seconds since the storm began."""
@@ -166,7 +217,7 @@ class Storm:
 
         Stops the kill loops then, and waits for the last answers; returns the storm's length.
         """
-        self._started = time.monotonic()
+        self._started, self.started_wall = time.monotonic(), time.time()
         stop_killing = asyncio.Event()
         killers = [asyncio.create_task(kills.loop(part, stop_killing)) for part in self.options.parts_to_kill]
         scripts = [asyncio.create_task(self._play(script)) for script in self.plan.scripts]
@@ -301,3 +352,44 @@ async def read_final_state(clients: Clients, plan: Plan) -> tuple[dict[str, Paym
     statuses = await asyncio.gather(*(status(payment_id) for payment_id in ids))
     balances = await asyncio.gather(*(balance(account) for account in accounts))
     return dict(zip(ids, statuses, strict=True)), dict(zip(accounts, balances, strict=True))
+
+
+async def read_ledger(url: str, started_wall: float) -> LedgerState:
+    """Every transfer of the ledger at ``url``, and each customer account's cached and summed balance.
+
+    Times become seconds since ``started_wall``, the storm's start on the wall clock. The database
+    may be restarting after its last kill: the read is tried again until it succeeds.
+    """
+    deadline = time.monotonic() + LEDGER_READ_SECONDS
+    while True:
+        try:
+            connection = await asyncpg.connect(url, timeout=5)
+            try:
+                async with connection.transaction(isolation="repeatable_read", readonly=True):
+                    transfers = await connection.fetch(LEDGER_TRANSFERS_SQL)
+                    accounts = await connection.fetch(LEDGER_BALANCES_SQL)
+            finally:
+                await connection.close()
+            break
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    return LedgerState(
+        transfers=tuple(
+            Transfer(
+                transfer_id=row["id"],
+                kind=row["kind"],
+                account_id=row["account_id"],
+                amount=row["amount"],
+                at=row["at"] - started_wall,
+                posted=row["posted"],
+                payment_id=row["payment_id"],
+                refund_of=row["refund_of"],
+                balance_after=row["balance_after"],
+            )
+            for row in transfers
+        ),
+        balances={row["id"]: row["balance"] for row in accounts},
+        entry_sums={row["id"]: row["entry_sum"] for row in accounts},
+    )

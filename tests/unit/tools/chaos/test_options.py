@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from payments.config import Part
 from payments.tools.chaos.options import ChaosOptions
 
 
@@ -37,3 +38,9 @@ def test_the_options_load_without_the_rest_of_the_tools() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == str(["payments.tools", "payments.tools.chaos", "payments.tools.chaos.options"])
+
+
+def test_each_process_has_its_kill_switch() -> None:
+    assert ChaosOptions().parts_to_kill == (Part.SERVICE, Part.RESTATE_SERVER, Part.DATABASE)
+    assert ChaosOptions(kill_database=False).parts_to_kill == (Part.SERVICE, Part.RESTATE_SERVER)
+    assert ChaosOptions(kill_service=False, kill_server=False).parts_to_kill == (Part.DATABASE,)

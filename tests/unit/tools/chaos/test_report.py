@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from payments.domain.state_machine import State
+from payments.runtime.reconcile import Reconciliation
 from payments.service.answers import PaymentAnswer
-from payments.tools.chaos.invariants import CANCEL, PAY, Call, Request, Violation
+from payments.tools.chaos.invariants import CANCEL, PAY, Call, Request, Transfer, Violation
 from payments.tools.chaos.options import ChaosOptions
 from payments.tools.chaos.report import Report, longest_stall, slowest_calls
 
@@ -34,25 +35,40 @@ def test_the_report_counts_calls_and_serializes_its_violations(tmp_path: Path) -
         seed=9,
         options=OPTIONS,
         calls=calls,
-        kills={"service": 2, "restate-server": 1},
+        kills={"service": 2, "restate-server": 1, "postgres": 3},
         storm_seconds=30.0,
         settle_seconds=1.5,
-        violations=[Violation("unanswered", "no answer", "p1", "a", calls=tuple(calls))],
+        violations=[
+            Violation(
+                "unanswered",
+                "no answer",
+                "p1",
+                "a",
+                calls=tuple(calls),
+                transfers=(
+                    Transfer("payment:inv_1", "payment", "a", 5, 0.3, payment_id="p1", balance_after=95),
+                ),
+            )
+        ],
         data_dir=tmp_path,
         retries=10,
+        reconciliation=Reconciliation((), accounts=4, transfers=12, payment_ids=2, in_flight=0),
     )
     assert report.calls_by_kind == {PAY: 1, CANCEL: 1}
     assert report.answers_by_status == {"200": 1, "none": 1}
     assert report.outcomes == {"completed": 1}
     assert (report.lifecycles, report.expiries_seen) == ({1: 1}, 0)
     table = report.table()
-    assert "restate-server 1  service 2" in table
+    assert "postgres 3  restate-server 1  service 2" in table
+    assert "clean: 4 accounts, 12 transfers" in table
     assert "lifecycles per id  1: 1  (ids by lifecycles seen; 0 expiries seen)" in table
     assert "1.5 s" in table
     report.write(tmp_path / "out" / "chaos.json")
     written = json.loads((tmp_path / "out" / "chaos.json").read_text())
     assert written["ok"] is False
     assert written["violations"][0]["calls"][0]["answer"]["outcome"] == "completed"
+    assert written["violations"][0]["transfers"][0]["transferId"] == "payment:inv_1"
+    assert written["reconcile"]["ok"] is True
 
 
 def call(sent_at: float, answered_at: float | None, target: str = "p") -> Call:
