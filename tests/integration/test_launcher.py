@@ -63,10 +63,11 @@ def test_kill_everything_spares_a_pid_that_is_not_a_child_of_the_supervisor(
     try:
         stack.settings.pid_file("service").write_text(f"{stranger.pid}\n")
         stack.settings.pid_file("restate-server").write_text(f"{child}\n")
+        watched = psutil.Process(child)  # before the kill: once reaped, its pid names nothing
 
         stack.kill_everything()
 
-        _, alive = psutil.wait_procs([psutil.Process(child)], timeout=5)
+        _, alive = psutil.wait_procs([watched], timeout=5)
         assert alive == []
         assert stranger.poll() is None
     finally:
