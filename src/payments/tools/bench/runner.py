@@ -3,7 +3,8 @@
 wrk drives the load (a C load generator: a Python one would take CPU from the two processes it
 measures on a small machine). Each request is a new payment id over 100 accounts. The same load
 against a one-state-write handler on the same restate-server is the ceiling, and wrk against the
-ingress health check measures what the generator itself can send.
+ingress health check measures what the generator itself can send. Beside each window's figures,
+the CPU and peak memory of restate-server, the service and PostgreSQL (the ledger).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Literal
 import psutil
 
 from payments.config import Part
-from payments.runtime import health, identity
+from payments.runtime import health, identity, postgres
 from payments.runtime.admin import Admin
 from payments.runtime.processes import die_with_parent, free_port, terminate_popen
 from payments.tools.bench.options import BenchOptions
@@ -53,6 +54,19 @@ class Usage:
     cpu_cores: float
     """CPU seconds per wall-clock second: 1.0 is one core busy all the time."""
     peak_rss_mib: float
+    """The peak of the RSS summed over the process tree."""
+
+
+@dataclass(frozen=True)
+class SharedUsage(Usage):
+    """What a tree of processes sharing memory (PostgreSQL's postmaster and its backends) used.
+
+    Summed RSS counts the shared buffers once per process that touched them, so it overstates such
+    a tree; summed PSS splits each shared page between the processes that map it.
+    """
+
+    peak_pss_mib: float
+    """The peak of the PSS summed over the process tree: what the table and the plot show."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,21 @@ class Row:
     errors: int
     restate_server: Usage
     service: Usage
+    database: SharedUsage | None
+    """PostgreSQL's postmaster and its children; None when the stack uses a database of its own."""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Row:
+        """The row that ``dataclasses.asdict`` turned into ``raw``."""
+        database = raw["database"]
+        return cls(
+            **{
+                **raw,
+                "restate_server": Usage(**raw["restate_server"]),
+                "service": Usage(**raw["service"]),
+                "database": None if database is None else SharedUsage(**database),
+            }
+        )
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -78,6 +107,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         raise BenchError("wrk is not installed; `make bench` installs it from Debian's packages")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="payments-bench-") as scratch:
+        # PostgreSQL's user (nobody, when root runs the bench) must pass the scratch directory.
+        Path(scratch).chmod(postgres.data_dir_mode(postgres.server_user()))
         data_dir = Path(scratch) / "stack"
         with LaunchedStack(data_dir, env=options.env) as stack, _minimal_target(stack) as target:
             processes = {
@@ -85,6 +116,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 "payments": psutil.Process(stack.pid(Part.SERVICE)),
                 "minimal": target,
             }
+            database = _database(stack)
             ingress = stack.settings.ingress_url
             for name in ("payments", "minimal"):
                 for concurrency in options.concurrencies:
@@ -98,6 +130,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                             concurrency=concurrency,
                             options=options,
                             processes=processes,
+                            database=database,
                         )
                     )
                     print(_format_row(rows[-1]), file=sys.stderr, flush=True)
@@ -156,9 +189,13 @@ def _measure(
     concurrency: int,
     options: BenchOptions,
     processes: dict[str, psutil.Process],
+    database: psutil.Process | None,
 ) -> Row:
     service = processes[target]
-    with _sampling(processes["restate-server"]) as server_usage, _sampling(service) as service_usage:
+    with contextlib.ExitStack() as sampling:
+        server = sampling.enter_context(_sampling(processes["restate-server"]))
+        service_tree = sampling.enter_context(_sampling(service))
+        database_tree = None if database is None else sampling.enter_context(_sampling(database, pss=True))
         result = _load(
             wrk,
             ingress,
@@ -177,38 +214,91 @@ def _measure(
         p99_ms=result["p99_us"] / 1000,
         requests=result["requests"],
         errors=result["errors"] + result["non_2xx"],
-        restate_server=server_usage[0],
-        service=service_usage[0],
+        restate_server=server.usage(),
+        service=service_tree.usage(),
+        database=None if database_tree is None else database_tree.shared_usage(),
     )
 
 
+class _Tree:
+    """A process and its descendants, sampled while a window is measured."""
+
+    def __init__(self, root: psutil.Process, *, pss: bool) -> None:
+        self.root = root
+        self.pss = pss
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self.cpu_cores = 0.0
+
+    def processes(self) -> list[psutil.Process]:
+        """The tree now: looked up at every sample, since PostgreSQL starts a backend per connection."""
+        with contextlib.suppress(psutil.Error):
+            return [self.root, *self.root.children(recursive=True)]
+        return []
+
+    def cpu_seconds(self) -> float:
+        """CPU used by the tree so far, the children that exited and were waited for included.
+
+        A backend that ends during the window moves from its own times to its parent's children
+        times, so the difference between two readings counts it once.
+        """
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+                if process is self.root:
+                    total += times.children_user + times.children_system
+        return total
+
+    def sample_memory(self) -> None:
+        rss = pss = 0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                if self.pss:
+                    full = process.memory_full_info()
+                    rss, pss = rss + full.rss, pss + full.pss
+                else:
+                    rss += process.memory_info().rss
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
+    def usage(self) -> Usage:
+        return Usage(self.cpu_cores, _mib(self.peak_rss))
+
+    def shared_usage(self) -> SharedUsage:
+        return SharedUsage(self.cpu_cores, _mib(self.peak_rss), _mib(self.peak_pss))
+
+
+def _mib(size: int) -> float:
+    return round(size / 2**20, 1)
+
+
 @contextlib.contextmanager
-def _sampling(process: psutil.Process, interval: float = 0.2) -> Iterator[list[Usage]]:
-    """Measure a process tree's CPU and peak RSS while the block runs; the result fills the list."""
-    tree = [process, *process.children(recursive=True)]
+def _sampling(process: psutil.Process, *, pss: bool = False, interval: float = 0.2) -> Iterator[_Tree]:
+    """Measure a process tree's CPU and peak memory while the block runs, into the tree yielded."""
+    tree = _Tree(process, pss=pss)
     stop = threading.Event()
-    peak = 0
 
     def sample() -> None:
-        nonlocal peak
         while not stop.wait(interval):
-            with contextlib.suppress(psutil.Error):
-                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            tree.sample_memory()
 
-    def cpu_seconds() -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in tree)
-
-    result: list[Usage] = []
-    started, cpu_before = time.monotonic(), cpu_seconds()
+    started, cpu_before = time.monotonic(), tree.cpu_seconds()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        yield result
+        yield tree
     finally:
         stop.set()
         sampler.join()
-        elapsed = time.monotonic() - started
-        result.append(Usage(round((cpu_seconds() - cpu_before) / elapsed, 2), round(peak / 2**20, 1)))
+        tree.cpu_cores = round((tree.cpu_seconds() - cpu_before) / (time.monotonic() - started), 2)
+
+
+def _database(stack: LaunchedStack) -> psutil.Process | None:
+    """PostgreSQL's postmaster, or None when the stack was pointed at a database of its own."""
+    if stack.settings.database_url:
+        return None
+    return psutil.Process(stack.pid(Part.DATABASE))
 
 
 @contextlib.contextmanager
@@ -288,32 +378,41 @@ def _commit() -> str:
 _HEADER = (
     f"{'target':<9}{'conc':>5}{'per s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
     f"{'restate cpu':>13}{'restate MiB':>13}{'service cpu':>13}{'service MiB':>13}"
+    f"{'postgres cpu':>14}{'postgres MiB':>14}"
 )
 
 
 def _format_row(row: Row) -> str:
+    database = (
+        f"{'-':>14}{'-':>14}"
+        if row.database is None
+        else f"{row.database.cpu_cores:>14.2f}{row.database.peak_pss_mib:>14.1f}"
+    )
     return (
         f"{row.target:<9}{row.concurrency:>5}{row.per_second:>9.1f}{row.p50_ms:>9.2f}"
         f"{row.p90_ms:>9.2f}{row.p99_ms:>9.2f}{row.errors:>8}"
         f"{row.restate_server.cpu_cores:>13.2f}{row.restate_server.peak_rss_mib:>13.1f}"
-        f"{row.service.cpu_cores:>13.2f}{row.service.peak_rss_mib:>13.1f}"
+        f"{row.service.cpu_cores:>13.2f}{row.service.peak_rss_mib:>13.1f}{database}"
     )
 
 
 def _print_table(report: dict[str, Any]) -> None:
     print(_HEADER)
     for raw in report["rows"]:
-        row = Row(
-            **{
-                **raw,
-                "restate_server": Usage(**raw["restate_server"]),
-                "service": Usage(**raw["service"]),
-            }
-        )
-        print(_format_row(row))
+        print(_format_row(Row.from_json(raw)))
     ratios = ", ".join(f"c={c}: {r:.2f}" for c, r in report["payments_over_minimal"].items())
     print(f"payments/s as a fraction of the minimal handler: {ratios}")
     print(f"load generator ceiling (wrk, ingress health check, c=64): {report['generator_per_second']:.0f}/s")
+    print("MiB: peak RSS summed over each process tree; for postgres, peak PSS summed over the postmaster")
+    print("and its children (their RSS counts the shared buffers once per backend)")
+
+
+_PROCESSES = (
+    ("restate_server", "restate-server", "C0"),
+    ("service", "service", "C1"),
+    ("database", "postgres", "C2"),
+)
+"""Each process's field in a row, its name and its colour in the plot (the line style is the target's)."""
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -322,17 +421,43 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, ((throughput, latency), (cpu, memory)) = plt.subplots(2, 2, figsize=(11, 8))
     for target, style in (("payments", "o-"), ("minimal", "s--")):
-        rows = [row for row in report["rows"] if row["target"] == target]
-        concurrency = [row["concurrency"] for row in rows]
-        throughput.plot(concurrency, [row["per_second"] for row in rows], style, label=target)
-        latency.plot(concurrency, [row["p50_ms"] for row in rows], style, label=f"{target} p50")
-        latency.plot(concurrency, [row["p99_ms"] for row in rows], style, alpha=0.5, label=f"{target} p99")
+        rows = [Row.from_json(raw) for raw in report["rows"] if raw["target"] == target]
+        concurrency = [row.concurrency for row in rows]
+        throughput.plot(concurrency, [row.per_second for row in rows], style, label=target)
+        latency.plot(concurrency, [row.p50_ms for row in rows], style, label=f"{target} p50")
+        latency.plot(concurrency, [row.p99_ms for row in rows], style, alpha=0.5, label=f"{target} p99")
+        for field, name, colour in _PROCESSES:
+            usages: list[Usage | None] = [getattr(row, field) for row in rows]
+            if any(usage is None for usage in usages):
+                continue
+            label = f"{name} ({target})"
+            cpu.plot(
+                concurrency, [u.cpu_cores for u in usages if u is not None], style, color=colour, label=label
+            )
+            memory.plot(
+                concurrency,
+                [
+                    u.peak_pss_mib if isinstance(u, SharedUsage) else u.peak_rss_mib
+                    for u in usages
+                    if u is not None
+                ],
+                style,
+                color=colour,
+                label=label,
+            )
     throughput.set(title="throughput", xlabel="concurrency", ylabel="requests/s", xscale="log")
     latency.set(title="latency", xlabel="concurrency", ylabel="ms", xscale="log", yscale="log")
-    for axes in (throughput, latency):
-        axes.legend()
+    cpu.set(title="CPU (cores busy)", xlabel="concurrency", ylabel="cores", xscale="log")
+    memory.set(
+        title="peak memory (RSS summed; postgres: PSS summed)",
+        xlabel="concurrency",
+        ylabel="MiB",
+        xscale="log",
+    )
+    for axes in (throughput, latency, cpu, memory):
+        axes.legend(fontsize="small")
         axes.grid(visible=True, alpha=0.3)
     figure.suptitle(f"payments bench, commit {report['commit']}, {report['when']}")
     figure.tight_layout()
