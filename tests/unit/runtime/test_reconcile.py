@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from payments import cli
+from payments.runtime.processes import free_port_block
 from payments.runtime.reconcile import (
     PostedDebit,
     Problem,
@@ -118,3 +121,14 @@ def test_the_result_is_ok_only_without_problems_and_says_so_in_json_and_text() -
     assert (
         broken.describe().splitlines()[0] == "sum-not-zero: all accounts: the balances sum to 1 cents, not 0"
     )
+
+
+def test_the_command_exits_2_when_it_cannot_read_restate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port_block(1, set())
+
+    status = cli.main(["reconcile", "--admin-port", str(port), "--data-dir", str(tmp_path)])
+
+    assert status == 2
+    assert capsys.readouterr().err.startswith("payments: cannot reconcile: ConnectError")
