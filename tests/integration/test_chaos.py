@@ -79,7 +79,7 @@ def run_broken(tmp_path: Path, bug: str, *options: str) -> tuple[subprocess.Comp
 def test_the_checker_catches_a_service_that_charges_twice(tmp_path: Path) -> None:
     result, report = run_broken(tmp_path, "withdraw-twice")
 
-    # Every balance is right by the ledger's transfers: the second debits are in it, and no call explains them.
+    # The ledger's balances add up: the second debits are in it, and no call explains them.
     charged_twice = [v for v in report["violations"] if v["rule"] == "charged-twice"]
     assert charged_twice, report["violations"]
     assert all(v["suspects"] == [v["paymentId"]] and len(v["transfers"]) >= 2 for v in charged_twice)
