@@ -36,9 +36,9 @@ def test_a_storm_with_kills_of_all_three_processes_keeps_every_invariant(tmp_pat
 
     assert report.violations == [], "\n".join(violation.describe() for violation in report.violations)
     assert report.settle_seconds is not None
-    assert report.kills["service"] >= 5
-    assert report.kills["restate-server"] >= 5
-    assert report.kills["postgres"] >= 5
+    # A loop kills its process again only once it answers, and a service restarted while PostgreSQL is
+    # down waits for it before it serves: fewer kills of each fit in the storm than with two loops.
+    assert all(report.kills[part] >= 3 for part in ("service", "restate-server", "postgres")), report.kills
     assert report.reconciliation is not None
     assert report.reconciliation.ok
     assert len(report.calls) >= 1000
