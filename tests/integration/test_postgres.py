@@ -14,7 +14,8 @@ import pytest
 
 from payments.config import Part
 from payments.runtime import health
-from payments.tools.launcher import LaunchedStack
+from payments.runtime.postgres import DatabaseError
+from payments.tools.launcher import LaunchedDatabase, LaunchedStack
 from tests.helpers import wait_for
 
 
@@ -74,6 +75,16 @@ def test_a_second_start_reuses_the_cluster(tmp_path: Path) -> None:
     with LaunchedStack(tmp_path) as second:
         assert psql(second, "-At", "-c", "select note from kept") == "from the first start\n"
     assert (tmp_path / "payments-up.log").read_text().count("created PostgreSQL's cluster") == 1
+
+
+def test_a_cluster_whose_password_file_is_lost_is_kept_and_refused(tmp_path: Path) -> None:
+    with LaunchedDatabase(tmp_path) as first:
+        first_settings = first.settings
+    first_settings.database_password_file.unlink()
+
+    with pytest.raises(DatabaseError, match=r"holds a PostgreSQL cluster but .* is missing"):
+        LaunchedDatabase(tmp_path).start()
+    assert (first_settings.database_dir / "PG_VERSION").is_file()
 
 
 def test_with_a_database_url_no_postgres_is_started(stack: LaunchedStack, tmp_path: Path) -> None:

@@ -159,6 +159,12 @@ def prepare(settings: Settings, user: ServerUser) -> bool:
     check_paths(settings, user)
     created = not settings.database_password_file.is_file()
     if created:
+        if (settings.database_dir / "PG_VERSION").is_file():
+            # The ledger may be in there: never remove a cluster initdb finished, even a half-made one.
+            raise DatabaseError(
+                f"{settings.database_dir} holds a PostgreSQL cluster but {settings.database_password_file}"
+                " is missing: restore that file, or move the cluster away to start with an empty ledger"
+            )
         _initdb(settings, user)
     _owned_directory(settings.database_socket_dir, user)
     conf = settings.database_dir / "postgresql.conf"
@@ -176,9 +182,10 @@ def _owned_directory(path: Path, user: ServerUser) -> None:
 def _initdb(settings: Settings, user: ServerUser) -> None:
     """Create the cluster, its superuser ``payments`` and its database ``payments``.
 
-    The password file, written last, says the cluster is complete: one left half-made by a crash
-    is made again from scratch. The superuser's password is for TCP only; initdb reads it from a
-    copy in the socket's directory, which only the server's user and root can enter.
+    The password file, written last, says the cluster is complete. What a crash left before initdb
+    finished is made again from scratch (:func:`prepare` refuses to touch a cluster initdb finished).
+    The superuser's password is for TCP only; initdb reads it from a copy in the socket's directory,
+    which only the server's user and root can enter.
     """
     cluster = settings.database_dir
     shutil.rmtree(cluster, ignore_errors=True)

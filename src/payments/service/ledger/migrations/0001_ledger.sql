@@ -248,7 +248,7 @@ BEGIN
         RETURN;
     END IF;
     IF a.balance + a.refundable + p_amount > p_max THEN
-        RAISE EXCEPTION 'amount: the balance%s would exceed % cents',
+        RAISE EXCEPTION 'amount: the balance% would exceed % cents',
             CASE WHEN a.refundable > 0 THEN format(' plus %s cents that cancels may refund', a.refundable) ELSE '' END,
             p_max
             USING ERRCODE = 'LG422';
