@@ -22,8 +22,9 @@ import pytest
 
 from payments.client import PaymentsClient
 from payments.runtime.admin import Admin
-from payments.runtime.reconcile import Reconciliation, reconcile
-from payments.tools.launcher import LaunchedStack
+from payments.runtime.reconcile import Reconciliation, read_ledger, reconcile
+from payments.service.ledger import Ledger
+from payments.tools.launcher import LaunchedDatabase, LaunchedStack
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +166,24 @@ async def test_a_restate_state_the_ledger_contradicts_is_reported(
         await set_state(own_stack, payment_id, original)
 
     assert found(result) == {(check, payment_id)}
+
+
+async def test_two_debits_of_one_id_within_a_window_are_a_double_charge(
+    database: LaunchedDatabase, unique: str
+) -> None:
+    """Say an attempt committed its debit and died, and its retry got another transfer id: the
+    orphan is older than the debit Restate stored, and only its time gives it away."""
+    opened = await Ledger.connect(database.url, max_size=1)
+    try:
+        await opened.migrate()
+        for attempt in ("first", "retry"):
+            await opened.withdraw(f"{unique}-{attempt}", f"{unique}-a", 5, f"{unique}-p", opening=100)
+    finally:
+        await opened.close()
+
+    async def charged_twice(window_seconds: float) -> bool:
+        facts = await read_ledger(database.url, [], window_seconds)
+        return ("charged-twice", f"{unique}-p") in {(p.check, p.subject) for p in facts.problems}
+
+    assert await charged_twice(60)
+    assert not await charged_twice(0.001)  # debits a window apart are two lifecycles' charges

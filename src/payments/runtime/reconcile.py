@@ -270,6 +270,22 @@ LEDGER_CHECKS: Final = (
         """,
     ),
     _LedgerCheck(
+        "refundable-mismatch",
+        """
+        SELECT a.id, format(
+            'counts %s refundable cents, its unrefunded debits hold %s', a.refundable, coalesce(d.total, 0))
+        FROM ledger_accounts a
+        LEFT JOIN (
+            SELECT t.debit_account, sum(t.amount) AS total
+            FROM ledger_transfers t
+            WHERE t.kind = 'payment' AND t.status = 'posted'
+              AND NOT EXISTS (SELECT FROM ledger_transfers r WHERE r.refund_of = t.id)
+            GROUP BY t.debit_account
+        ) d ON d.debit_account = a.id
+        WHERE a.kind = 'customer' AND a.refundable <> coalesce(d.total, 0)
+        """,
+    ),
+    _LedgerCheck(
         "debit-without-payment",
         """
         SELECT id, format('a %s debit of %s cents from %s with no payment id', status, amount, debit_account)
@@ -277,6 +293,24 @@ LEDGER_CHECKS: Final = (
         """,
     ),
 )
+
+_CHARGED_TWICE_SQL: Final = """
+    SELECT payment_id, format(
+        'debits %s and %s are %s apart, less than one %s s window', previous, id,
+        created_at - previous_at, $1::float8)
+    FROM (
+        SELECT payment_id, id, created_at, lag(id) OVER w AS previous, lag(created_at) OVER w AS previous_at
+        FROM ledger_transfers WHERE kind = 'payment' AND status = 'posted'
+        WINDOW w AS (PARTITION BY payment_id ORDER BY created_at, id)
+    ) debits
+    WHERE previous IS NOT NULL AND created_at - previous_at < make_interval(secs => $1::float8)
+"""
+"""Two debits of one payment id closer than a window: a debit only happens in NEW, and the id is NEW
+again only once the timer armed after the debit fired, a whole window later. So this is a charge
+twice in one lifecycle, whatever Restate remembers (a debit committed by an attempt whose result was
+never journaled would be older than the stored one)."""
+CLOCK_SLACK_SECONDS: Final = 1.0
+"""Allowance for the clocks of restate-server (the timers) and PostgreSQL (the debits' times)."""
 
 _DEBITS_SQL: Final = """
     SELECT t.payment_id, t.id, t.debit_account, t.amount,
@@ -290,14 +324,14 @@ _DEBITS_SQL: Final = """
 
 
 @dataclass(frozen=True, slots=True)
-class _LedgerFacts:
+class LedgerFacts:
     problems: list[Problem]
     accounts: int
     transfers: int
     debits: dict[str, list[PostedDebit]]
 
 
-async def _read_ledger(url: str, payment_ids: Sequence[str]) -> _LedgerFacts:
+async def read_ledger(url: str, payment_ids: Sequence[str], window_seconds: float) -> LedgerFacts:
     """The ledger's breaches and the debits of ``payment_ids``, all from one snapshot."""
     connection = await asyncpg.connect(url)
     try:
@@ -306,6 +340,11 @@ async def _read_ledger(url: str, payment_ids: Sequence[str]) -> _LedgerFacts:
                 Problem(check.name, subject, detail)
                 for check in LEDGER_CHECKS
                 for subject, detail in await connection.fetch(check.sql)
+            ]
+            lifecycle = window_seconds - min(CLOCK_SLACK_SECONDS, window_seconds / 4)
+            problems += [
+                Problem("charged-twice", subject, detail)
+                for subject, detail in await connection.fetch(_CHARGED_TWICE_SQL, lifecycle)
             ]
             accounts = await connection.fetchval("SELECT count(*) FROM ledger_accounts")
             transfers = await connection.fetchval("SELECT count(*) FROM ledger_transfers")
@@ -316,7 +355,7 @@ async def _read_ledger(url: str, payment_ids: Sequence[str]) -> _LedgerFacts:
                 )
     finally:
         await connection.close()
-    return _LedgerFacts(problems, accounts, transfers, debits)
+    return LedgerFacts(problems, accounts, transfers, debits)
 
 
 async def _stored_states(admin: Admin) -> dict[str, str]:
@@ -331,7 +370,7 @@ async def reconcile(settings: Settings) -> Reconciliation:
     try:
         async with Admin(settings.admin_url) as admin:
             before = await _stored_states(admin)
-            ledger = await _read_ledger(settings.ledger_url, sorted(before))
+            ledger = await read_ledger(settings.ledger_url, sorted(before), settings.expiry_seconds)
             after = await _stored_states(admin)
             busy = {row["payment_id"] for row in await admin.query(BUSY_QUERY)}
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError) as error:
