@@ -156,6 +156,14 @@ async def journaled(
             raise rejection("accountId: account not found", 404) from None
         except DepositRefusedError as refused:
             raise bad_request(refused) from None
+        except (ledger.LedgerError, ValueError) as refused:
+            # The ledger refusing what the service asks is a fault of ours (another database behind
+            # PAYMENTS_DATABASE_URL, a bug), not a passing outage: retrying it would hold the key
+            # for ever. The call fails, logged, and changed nothing.
+            _LOG.error(
+                "%s on key %s: the ledger refused: %s", name, printable(ctx.key(), ID_MAX_LENGTH), refused
+            )
+            raise rejection(f"the ledger refused this call: {refused}", 500) from None
 
     return await ctx.run_typed(name, answered, restate.RunOptions(serde=JsonSerde[Json]()))
 

@@ -10,7 +10,9 @@ import restate
 from restate.exceptions import SuspendedException
 from restate.server_context import DisconnectedException
 
-from payments.service.handlers import RETRY_POLICY, accounts, guarded, payments
+from payments.domain.balances import DepositRefusedError
+from payments.service import ledger
+from payments.service.handlers import RETRY_POLICY, accounts, guarded, journaled, payments
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +106,44 @@ async def test_every_handler_is_guarded(caplog: pytest.LogCaptureFixture) -> Non
 def test_both_services_pause_after_their_retries_instead_of_killing() -> None:
     assert payments.invocation_retry_policy is accounts.invocation_retry_policy is RETRY_POLICY
     assert RETRY_POLICY.on_max_attempts == "pause"
+
+
+class StepRunningContext(FakeContext):
+    """A context whose durable steps run their action at once, as Restate does the first time."""
+
+    async def run_typed(
+        self, _name: str, action: Callable[[], Awaitable[object]], *_options: object
+    ) -> object:
+        return await action()
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status"),
+    [
+        (ledger.AccountNotFoundError("account a not found"), 404),
+        (DepositRefusedError("amount: the balance would exceed 9 cents"), 400),
+        (ledger.TransferConflictError("transfer t exists with other parameters"), 500),
+        (ledger.DebitNotFoundError("no posted payment debit d"), 500),
+        (ValueError("limit: must be an integer from 1 to 100"), 500),
+    ],
+    ids=["unknown-account", "deposit-refused", "conflict", "no-debit", "bad-argument"],
+)
+async def test_a_ledger_refusal_ends_the_call_instead_of_retrying(
+    caplog: pytest.LogCaptureFixture, refusal: Exception, status: int
+) -> None:
+    async def refused() -> dict[str, object]:
+        raise refusal
+
+    with pytest.raises(restate.TerminalError) as ended:
+        await journaled(StepRunningContext("p-1"), "withdraw", refused)  # type: ignore[arg-type]
+
+    assert ended.value.status_code == status
+    assert (status == 500) == any(record.levelno == logging.ERROR for record in caplog.records)
+
+
+async def test_a_passing_outage_is_left_to_restate_to_retry() -> None:
+    async def unreachable() -> dict[str, object]:
+        raise ConnectionRefusedError("the database is down")
+
+    with pytest.raises(ConnectionRefusedError):
+        await journaled(StepRunningContext("p-1"), "withdraw", unreachable)  # type: ignore[arg-type]
