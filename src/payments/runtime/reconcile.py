@@ -325,6 +325,8 @@ _DEBITS_SQL: Final = """
 
 @dataclass(frozen=True, slots=True)
 class LedgerFacts:
+    """What one snapshot of the ledger says: its breaches, its size, and the debits asked for."""
+
     problems: list[Problem]
     accounts: int
     transfers: int
