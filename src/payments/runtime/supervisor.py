@@ -136,7 +136,7 @@ class Supervisor:
         """The child that runs the embedded PostgreSQL; SIGINT is its fast shutdown."""
         settings = self.settings
         try:
-            server = postgres.argv(settings)
+            server = postgres.argv(settings, self.database_user)
         except postgres.DatabaseError as error:
             raise StackError(str(error)) from None
         return Child(

@@ -208,7 +208,7 @@ class LaunchedDatabase(_Launched):
         uid, gid = user.ids or (None, None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                postgres.argv(settings),
+                postgres.argv(settings, user),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
