@@ -71,10 +71,10 @@ def bin_dir(user: ServerUser | None = None) -> Path:
     install = Path(spec.submodule_search_locations[0], "pginstall")
     if user is None or blocking_directory(install, user) is None:
         return install / "bin"
-    return _shared_copy(install) / "bin"
+    return shared_copy(install) / "bin"
 
 
-def _shared_copy(install: Path) -> Path:
+def shared_copy(install: Path) -> Path:
     """Root's copy of the wheel's PostgreSQL, which every user can reach: made once per version.
 
     It is built under a private name and renamed into place whole; an existing one is used only if

