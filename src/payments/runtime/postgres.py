@@ -91,7 +91,9 @@ def shared_copy(install: Path) -> Path:
         libraries = package.parent / f"{package.name}.libs"
         if libraries.is_dir():
             shutil.copytree(libraries, staging / libraries.name, symlinks=True)
-        staging.chmod(0o755)
+        # Made under the stack's umask (077): every user must pass both levels above the binaries.
+        for directory in (staging, staging / package.name):
+            directory.chmod(0o755)
         try:
             staging.rename(shared)
         except OSError:  # another stack made it first

