@@ -22,7 +22,7 @@ async def test_a_call_straight_to_the_service_port_is_refused_and_changes_nothin
     before = (await client.balance(account)).balance
     async with httpx.AsyncClient(base_url=stack.settings.service_url, timeout=10) as direct:
         response = await direct.post(
-            "/invoke/accounts/withdraw",
+            "/invoke/accounts/deposit",
             content=b"500",
             headers={"content-type": "application/json"},
         )

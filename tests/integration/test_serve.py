@@ -83,7 +83,7 @@ def test_service_refuses_to_start_without_an_identity_key(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("forged", [False, True], ids=["unsigned", "signed-by-another-key"])
-@pytest.mark.parametrize("path", ["/discover", "/invoke/accounts/withdraw", "/invoke/payments/makePayment"])
+@pytest.mark.parametrize("path", ["/discover", "/invoke/accounts/deposit", "/invoke/payments/makePayment"])
 def test_requests_not_signed_by_restate_are_refused(
     service: tuple[subprocess.Popen[bytes], httpx.Client], path: str, forged: bool
 ) -> None:
