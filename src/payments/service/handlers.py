@@ -156,7 +156,7 @@ async def journaled(
             raise rejection("accountId: account not found", 404) from None
         except DepositRefusedError as refused:
             raise bad_request(refused) from None
-        except (ledger.LedgerError, ValueError) as refused:
+        except ledger.LedgerError as refused:
             # The ledger refusing what the service asks is a fault of ours (another database behind
             # PAYMENTS_DATABASE_URL, a bug), not a passing outage: retrying it would hold the key
             # for ever. The call fails, logged, and changed nothing.

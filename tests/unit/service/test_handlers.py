@@ -124,7 +124,7 @@ class StepRunningContext(FakeContext):
         (DepositRefusedError("amount: the balance would exceed 9 cents"), 400),
         (ledger.TransferConflictError("transfer t exists with other parameters"), 500),
         (ledger.DebitNotFoundError("no posted payment debit d"), 500),
-        (ValueError("limit: must be an integer from 1 to 100"), 500),
+        (ledger.LedgerArgumentError("limit: must be an integer from 1 to 100"), 500),
     ],
     ids=["unknown-account", "deposit-refused", "conflict", "no-debit", "bad-argument"],
 )
@@ -141,9 +141,14 @@ async def test_a_ledger_refusal_ends_the_call_instead_of_retrying(
     assert (status == 500) == any(record.levelno == logging.ERROR for record in caplog.records)
 
 
-async def test_a_passing_outage_is_left_to_restate_to_retry() -> None:
-    async def unreachable() -> dict[str, object]:
-        raise ConnectionRefusedError("the database is down")
+@pytest.mark.parametrize(
+    "passing",
+    [ConnectionRefusedError("the database is down"), ValueError("a driver's hiccup, not the ledger's")],
+    ids=["outage", "driver"],
+)
+async def test_anything_but_a_ledger_refusal_is_left_to_restate_to_retry(passing: Exception) -> None:
+    async def failing() -> dict[str, object]:
+        raise passing
 
-    with pytest.raises(ConnectionRefusedError):
-        await journaled(StepRunningContext("p-1"), "withdraw", unreachable)  # type: ignore[arg-type]
+    with pytest.raises(type(passing)):
+        await journaled(StepRunningContext("p-1"), "withdraw", failing)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from payments.domain.balances import DepositRefusedError
 from payments.service.ledger.errors import (
     AccountNotFoundError,
     DebitNotFoundError,
+    LedgerArgumentError,
     LedgerError,
     TransferConflictError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "DepositRefusedError",
     "Entry",
     "Ledger",
+    "LedgerArgumentError",
     "LedgerError",
     "Refund",
     "Statement",

@@ -1,7 +1,6 @@
 """What the ledger refuses.
 
-Besides these: bad arguments (``ValueError`` naming the argument) and a deposit past the balance
-limit (the domain's ``DepositRefusedError``).
+Besides these: a deposit past the balance limit (the domain's ``DepositRefusedError``).
 """
 
 from __future__ import annotations
@@ -21,3 +20,7 @@ class TransferConflictError(LedgerError):
 
 class DebitNotFoundError(LedgerError):
     """No posted payment debit has the id a refund names."""
+
+
+class LedgerArgumentError(LedgerError, ValueError):
+    """An argument the ledger refuses before any round trip; the message names it."""

@@ -1,7 +1,7 @@
 """The ledger's Python face: one asyncpg pool, one SQL function call per write.
 
 Every argument reaches SQL as a bound parameter; the SQL text is constant. Arguments are checked
-here first, so that a bad one raises ``ValueError`` naming it, before any round trip.
+here first, so that a bad one raises ``LedgerArgumentError`` (a ``ValueError``) naming it, before any round trip.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from payments.domain.balances import MAX_BALANCE, DepositRefusedError
 from payments.service.ledger.errors import (
     AccountNotFoundError,
     DebitNotFoundError,
+    LedgerArgumentError,
     LedgerError,
     TransferConflictError,
 )
@@ -37,15 +38,15 @@ _ENTRY_COLUMNS: Final = """
 
 def _text(value: object, name: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name}: must be a non-empty string")
+        raise LedgerArgumentError(f"{name}: must be a non-empty string")
     if "\x00" in value or not value.isprintable():
-        raise ValueError(f"{name}: may not contain control or unprintable characters")
+        raise LedgerArgumentError(f"{name}: may not contain control or unprintable characters")
     return value
 
 
 def _cents(value: object, name: str, *, least: int = 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= MAX_BALANCE:
-        raise ValueError(f"{name}: must be an integer from {least} to {MAX_BALANCE}")
+        raise LedgerArgumentError(f"{name}: must be an integer from {least} to {MAX_BALANCE}")
     return value
 
 
@@ -207,9 +208,9 @@ class Ledger:
         if before is not None and (
             not isinstance(before, int) or isinstance(before, bool) or not 1 <= before <= MAX_ENTRY_ID
         ):
-            raise ValueError(f"before: must be an entry id from 1 to {MAX_ENTRY_ID}")
+            raise LedgerArgumentError(f"before: must be an entry id from 1 to {MAX_ENTRY_ID}")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit: must be an integer from 1 to {MAX_PAGE}")
+            raise LedgerArgumentError(f"limit: must be an integer from 1 to {MAX_PAGE}")
         # The account's row and its page in one query: no row at all means no such account.
         rows = await self._pool.fetch(
             f"""
