@@ -1,7 +1,8 @@
 """The ledger's Python face: one asyncpg pool, one SQL function call per write.
 
 Every argument reaches SQL as a bound parameter; the SQL text is constant. Arguments are checked
-here first, so that a bad one raises ``LedgerArgumentError`` (a ``ValueError``) naming it, before any round trip.
+here first, so that a bad one raises ``LedgerArgumentError`` (a ``ValueError``) naming it, before
+any round trip.
 """
 
 from __future__ import annotations
