@@ -319,9 +319,15 @@ async def expire_token(ctx: restate.ObjectContext, lifecycle: str | None) -> Non
 # -- accounts --------------------------------------------------------------------------------------
 
 
-def balance_answer(journal: dict[str, Any]) -> BalanceAnswer:
-    """The answer of deposit, balance and open, from the ledger's journaled balance."""
-    read = ledger.Balance.from_json(journal)
+async def balance_step(
+    ctx: AnyObjectContext, name: str, call: Callable[[ledger.Ledger], Awaitable[ledger.Balance]]
+) -> BalanceAnswer:
+    """Deposit, balance and open: one ledger call that ends in a balance, as one durable step."""
+
+    async def step() -> dict[str, Any]:
+        return (await call(the_ledger())).to_json()
+
+    read = ledger.Balance.from_json(await journaled(ctx, name, step))
     return BalanceAnswer(accountId=read.account_id, balance=read.balance)
 
 
@@ -337,10 +343,9 @@ async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
     # (and this transfer id) is the same for every retry while Restate keeps the key.
     transfer_id = f"deposit:{ctx.request().id}"
 
-    async def add() -> dict[str, Any]:
-        return (await the_ledger().deposit(transfer_id, account_id, amount, opening=OPENING)).to_json()
-
-    return balance_answer(await journaled(ctx, "deposit", add))
+    return await balance_step(
+        ctx, "deposit", lambda books: books.deposit(transfer_id, account_id, amount, opening=OPENING)
+    )
 
 
 @handler(accounts, "balance", kind="shared")
@@ -348,10 +353,7 @@ async def balance(ctx: restate.ObjectSharedContext) -> BalanceAnswer:
     """The current balance in cents, read-only; an account nobody opened holds the opening balance."""
     account_id = checked_key(ctx, "accountId")
 
-    async def read() -> dict[str, Any]:
-        return (await the_ledger().balance(account_id, opening=OPENING)).to_json()
-
-    return balance_answer(await journaled(ctx, "balance", read))
+    return await balance_step(ctx, "balance", lambda books: books.balance(account_id, opening=OPENING))
 
 
 @handler(accounts, "open")
@@ -359,12 +361,12 @@ async def open_account(ctx: restate.ObjectContext) -> BalanceAnswer:
     """Open the account with the opening balance; an open account answers its balance."""
     account_id = checked_key(ctx, "accountId")
 
-    async def open_it() -> dict[str, Any]:
+    async def open_it(books: ledger.Ledger) -> ledger.Balance:
         with contextlib.suppress(ledger.TransferConflictError):  # opened with another opening balance
-            await the_ledger().open_account(account_id, SETTINGS.opening_balance)
-        return (await the_ledger().balance(account_id, opening=None)).to_json()
+            await books.open_account(account_id, SETTINGS.opening_balance)
+        return await books.balance(account_id, opening=None)
 
-    return balance_answer(await journaled(ctx, "open", open_it))
+    return await balance_step(ctx, "open", open_it)
 
 
 @handler(accounts, "statement", kind="shared", input_serde=_RAW)

@@ -91,11 +91,6 @@ class Call:
     lost_attempts: int = 0
 
     @property
-    def unseen_runs(self) -> int:
-        """How many times the call may have run without its answer reaching the client."""
-        return self.lost_attempts + (self.status is None)
-
-    @property
     def payment(self) -> PaymentAnswer | None:
         """The answer of a payment call that succeeded."""
         return self.answer if isinstance(self.answer, PaymentAnswer) else None
@@ -391,11 +386,6 @@ class _History:
         if first.answered_at is None or second.answered_at is None:
             return False
         return self.lasts(first, second.answered_at) and self.lasts(second, first.answered_at)
-
-    @property
-    def single_lifecycle(self) -> bool:
-        """Whether all the id went through, up to the final read, fits in its first lifecycle."""
-        return self.read_by - self.first_sent < self.window
 
     def conflict_possible(self, call: Call) -> bool:
         """Whether a makePayment could have met the id COMPLETED with another charge: a 409 is right.

@@ -125,7 +125,7 @@ async def _storm_and_check(
             statuses, balances = await read_final_state(clients, plan)
             expiry = Expiry(settings.expiry_seconds, read_by=storm.elapsed())
             storm.phase = "reading the ledger"
-            ledger = await read_ledger(settings.ledger_url, storm.started_wall)
+            ledger = await read_ledger_state(settings.ledger_url, storm.started_wall)
             storm.phase = "reconciling"
             reconciliation, unreconciled = await reconciled(stack)
             storm.phase = "done"
@@ -354,7 +354,7 @@ async def read_final_state(clients: Clients, plan: Plan) -> tuple[dict[str, Paym
     return dict(zip(ids, statuses, strict=True)), dict(zip(accounts, balances, strict=True))
 
 
-async def read_ledger(url: str, started_wall: float) -> LedgerState:
+async def read_ledger_state(url: str, started_wall: float) -> LedgerState:
     """Every transfer of the ledger at ``url``, and each customer account's cached and summed balance.
 
     Times become seconds since ``started_wall``, the storm's start on the wall clock. The database
