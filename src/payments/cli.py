@@ -458,6 +458,7 @@ def print_welcome(settings: Settings) -> None:
     print(
         f"""\
 {where}
+Console:    {settings.console_url}/
 Data:       {settings.data_dir.resolve()}
 
 Try it:

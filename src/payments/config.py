@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from payments.domain.balances import MAX_BALANCE
 
@@ -22,6 +22,8 @@ MAX_NODES = 9
 DATABASE_USER = "payments"
 """The embedded PostgreSQL's superuser, which owns the ledger."""
 DATABASE_NAME = "payments"
+CONSOLE_DATABASE_USER = "payments_console"
+"""The role the console reads the ledger as: it may only SELECT (migration 0002)."""
 
 
 class Part(enum.StrEnum):
@@ -32,6 +34,8 @@ class Part(enum.StrEnum):
     """In a cluster, node N's files are ``restate-server-N``."""
     DATABASE = "postgres"
     """The embedded PostgreSQL's postmaster; not started when ``PAYMENTS_DATABASE_URL`` is set."""
+    CONSOLE = "console"
+    """The operator console: read-only pages over the ledger and Restate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,11 @@ class Settings:
     """An existing PostgreSQL for the ledger; empty: ``payments up`` runs its own (:attr:`ledger_url`)."""
     database_port: int = 5432
     """The loopback TCP port of the PostgreSQL that ``payments up`` runs."""
+    console_port: int = 9090
+    """Where ``payments up`` serves the operator console."""
+    console_database_url: str = ""
+    """How the console reads the ledger, as the read-only role ``payments_console``; empty: through
+    the embedded server's socket, or ``database_url`` with that role as its user."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -137,7 +146,7 @@ class Settings:
             raise ValueError(f"{PREFIX}PARTITIONS must be at least 1, not {self.partitions}")
         if not 1 <= self.nodes <= MAX_NODES:
             raise ValueError(f"{PREFIX}NODES must be 1 to {MAX_NODES}, not {self.nodes}")
-        ports = [self.service_port]
+        ports = [self.service_port, self.console_port]
         if not self.database_url:
             ports.append(self.database_port)
         for node in self.restate_nodes:
@@ -146,7 +155,8 @@ class Settings:
             raise ValueError(
                 f"the ports must be distinct and at most 65535: {PREFIX}INGRESS_PORT, {PREFIX}ADMIN_PORT"
                 f" and {PREFIX}NODE_PORT each give {self.nodes} consecutive port(s), one per node,"
-                f" beside {PREFIX}SERVICE_PORT and {PREFIX}DATABASE_PORT; got {sorted(ports)}"
+                f" beside {PREFIX}SERVICE_PORT, {PREFIX}CONSOLE_PORT and {PREFIX}DATABASE_PORT;"
+                f" got {sorted(ports)}"
             )
 
     def to_env(self) -> dict[str, str]:
@@ -238,6 +248,30 @@ class Settings:
             f"postgresql://{DATABASE_USER}@/{DATABASE_NAME}"
             f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
         )
+
+    @property
+    def console_ledger_url(self) -> str:
+        """Where the console reads the ledger, as the role that may only read it."""
+        if self.console_database_url:
+            return self.console_database_url
+        if not self.database_url:
+            return (
+                f"postgresql://{CONSOLE_DATABASE_USER}@/{DATABASE_NAME}"
+                f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
+            )
+        parts = urlsplit(self.database_url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{CONSOLE_DATABASE_USER}@{host}"))
+
+    @property
+    def console_url(self) -> str:
+        """Where the operator console answers."""
+        return f"http://{self.host}:{self.console_port}"
+
+    @property
+    def console_health_url(self) -> str:
+        """The URL that answers once the console serves."""
+        return f"{self.console_url}/health"
 
     @property
     def service_health_url(self) -> str:

@@ -38,8 +38,20 @@ FORBIDDEN = {
         "payments.cli",
         "payments.config",
     ),
-    "payments.service": ("payments.runtime", "payments.tools", "payments.client", "payments.cli"),
-    "payments.runtime": ("payments.service", "payments.tools", "payments.client", "payments.cli"),
+    "payments.service": (
+        "payments.runtime",
+        "payments.console",
+        "payments.tools",
+        "payments.client",
+        "payments.cli",
+    ),
+    "payments.runtime": (
+        "payments.service",
+        "payments.console",
+        "payments.tools",
+        "payments.client",
+        "payments.cli",
+    ),
     "payments.config": (
         "payments.service",
         "payments.runtime",
@@ -48,6 +60,24 @@ FORBIDDEN = {
         "payments.cli",
     ),
     "payments.client": ("payments.runtime", "payments.tools", "payments.cli"),
+    # The console reads: it may use the ledger's reads and the id rule, never the handlers or the
+    # service process, nor start or stop processes.
+    "payments.console": (
+        "payments.service.handlers",
+        "payments.service.serve",
+        "payments.runtime.supervisor",
+        "payments.runtime.processes",
+        "payments.tools",
+        "payments.cli",
+    ),
+    "payments.serving": (
+        "payments.service",
+        "payments.runtime",
+        "payments.console",
+        "payments.tools",
+        "payments.client",
+        "payments.cli",
+    ),
 }
 """Prefixes each layer may not import: ``payments.tools`` may import anything, and ``payments.cli``
 imports the tools only inside the commands that need them (checked on its own below)."""
@@ -119,6 +149,9 @@ def test_the_cli_imports_the_tools_only_inside_the_commands() -> None:
         ("payments.service.handlers", "payments.tools.chaos"),
         ("payments.runtime.supervisor", "payments.service.handlers"),
         ("payments.runtime.supervisor", "payments.tools.launcher"),
+        ("payments.console.app", "payments.service.handlers"),
+        ("payments.console.app", "payments.runtime.processes"),
+        ("payments.runtime.reconcile", "payments.console.books"),
     ],
 )
 def test_the_rules_see_a_forbidden_edge(importer: str, imported: str) -> None:
@@ -134,6 +167,8 @@ def test_the_rules_see_a_forbidden_edge(importer: str, imported: str) -> None:
         ("payments.runtime.supervisor", "payments.config"),
         ("payments.tools.chaos.storm", "payments.service.answers"),
         ("payments.client", "payments.service.answers"),
+        ("payments.console.books", "payments.service.ledger"),
+        ("payments.console.app", "payments.runtime.reconcile"),
     ],
 )
 def test_the_rules_allow_the_layering(importer: str, imported: str) -> None:

@@ -364,15 +364,18 @@ async def _stored_states(admin: Admin) -> dict[str, str]:
     return {row["service_key"]: row["value"] for row in await admin.query(STATE_QUERY)}
 
 
-async def reconcile(settings: Settings) -> Reconciliation:
-    """Check the ledger at ``settings.ledger_url`` and Restate at ``settings.admin_url`` against each other.
+async def reconcile(settings: Settings, ledger_url: str | None = None) -> Reconciliation:
+    """Check the ledger and Restate at ``settings.admin_url`` against each other.
 
-    Raises :class:`CannotReconcileError` when either cannot be read.
+    The ledger is read at ``ledger_url``, by default ``settings.ledger_url`` (the console reads it as
+    its read-only role). Raises :class:`CannotReconcileError` when either cannot be read.
     """
     try:
         async with Admin(settings.admin_url) as admin:
             before = await _stored_states(admin)
-            ledger = await read_ledger(settings.ledger_url, sorted(before), settings.expiry_seconds)
+            ledger = await read_ledger(
+                ledger_url or settings.ledger_url, sorted(before), settings.expiry_seconds
+            )
             after = await _stored_states(admin)
             busy = {row["payment_id"] for row in await admin.query(BUSY_QUERY)}
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError) as error:

@@ -1,9 +1,9 @@
-"""The supervisor behind ``payments up``: PostgreSQL, restate-server and the service, kept running together.
+"""The supervisor behind ``payments up``: PostgreSQL, restate-server, the service and the console.
 
 It starts the embedded PostgreSQL (unless ``PAYMENTS_DATABASE_URL`` names another), then
 restate-server (one, or every node of a cluster at once), waits until they are healthy, starts the
-service, registers the deployment, and then restarts whichever process dies, until SIGINT, SIGTERM
-or SIGHUP stops them all.
+service, registers the deployment, starts the operator console, and then restarts whichever process
+dies, until SIGINT, SIGTERM or SIGHUP stops them all.
 """
 
 from __future__ import annotations
@@ -131,6 +131,14 @@ class Supervisor:
             pid_file=settings.pid_file(Part.SERVICE),
             log=_open_log(logs / "service.log"),
         )
+        self.console = Child(
+            name=Part.CONSOLE,
+            argv=[sys.executable, "-m", "payments.console.serve"],
+            env=env,
+            ready=health.answering([settings.console_health_url]),
+            pid_file=settings.pid_file(Part.CONSOLE),
+            log=_open_log(logs / "console.log"),
+        )
 
     def _database(self, env: dict[str, str]) -> Child:
         """The child that runs the embedded PostgreSQL; SIGINT is its fast shutdown."""
@@ -219,6 +227,8 @@ class Supervisor:
         await self.service.start()
         await self._register()
         self.say(f"registered the deployment {settings.service_url}")
+        self.say(f"starting the console on {settings.console_url}")
+        await self.console.start()
         if settings.nodes > 1:
             # A single node leads its partitions at once; a cluster elects their leaders first.
             self.say("waiting until every partition has a leader")
@@ -259,12 +269,13 @@ class Supervisor:
                 task.cancel()
 
     async def stop(self) -> None:
-        """Stop the service, PostgreSQL, then restate-server's nodes; SIGKILL what does not stop in time.
+        """Stop the console, the service, PostgreSQL, then restate-server's nodes; SIGKILL what lingers.
 
         PostgreSQL stops before restate-server so that no invocation that restate-server replays
         while the stack stops finds the service without its database.
         """
         self._stopping.set()
+        await self.console.stop()
         await self.service.stop()
         if self.database is not None:
             await self.database.stop()
@@ -276,7 +287,7 @@ class Supervisor:
     def children(self) -> tuple[Child, ...]:
         """The supervised processes, in start order."""
         database = () if self.database is None else (self.database,)
-        return (*database, *self.servers, self.service)
+        return (*database, *self.servers, self.service, self.console)
 
     async def _register(self) -> None:
         """Register the service through the first node whose admin API takes it: any node will do."""
@@ -321,7 +332,7 @@ class Supervisor:
 
     def _check_ports(self) -> None:
         settings = self.settings
-        ports = {"service": settings.service_port}
+        ports = {"service": settings.service_port, "console": settings.console_port}
         if self.database is not None:
             ports["PostgreSQL"] = settings.database_port
         for node in settings.restate_nodes:

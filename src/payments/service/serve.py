@@ -14,16 +14,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import restate
 import restate.server
 import uvloop
-from granian.constants import HTTPModes, Interfaces
-from granian.server.embed import Server
 
 from payments.config import Settings
 from payments.service import ledger
 from payments.service.handlers import accounts, payments, use_ledger
-
-
-class ServingStoppedError(RuntimeError):
-    """The HTTP server ended on its own."""
+from payments.serving import serve_until
 
 
 async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: Settings) -> None:
@@ -35,25 +30,7 @@ async def serve_until_stopped(app: restate.server_types.RestateAppT, settings: S
         restate.server.install_shutdown_hook(loop, stop.set, signum)
     # granian's HTTP/2 runs in Rust and the handlers on this loop: one process, and about a quarter
     # less service CPU per request than hypercorn's pure-Python HTTP/2 (docs/performance.md).
-    server = Server(
-        app,
-        address=settings.host,
-        port=settings.service_port,
-        interface=Interfaces.ASGI,
-        http=HTTPModes.auto,
-        log_enabled=False,
-    )
-    serving = asyncio.create_task(server.serve())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if not stopping.done():
-        # granian gave up by itself (it could not listen, or its worker died): exit, so that the
-        # supervisor restarts the process instead of keeping one alive that serves nothing.
-        stopping.cancel()
-        serving.result()
-        raise ServingStoppedError("granian stopped serving without being asked to")
-    server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
-    await serving
+    await serve_until(app, settings.host, settings.service_port, stop)
 
 
 Resources = Callable[[Settings], contextlib.AbstractAsyncContextManager[None]]

@@ -74,6 +74,7 @@ class LaunchedStack(_Launched):
             node_port=free_port_block(nodes, taken),
             service_port=free_port_block(1, taken),
             database_port=free_port_block(1, taken),
+            console_port=free_port_block(1, taken),
         )
         self.log_path = data_dir / "payments-up.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -141,7 +142,12 @@ class LaunchedStack(_Launched):
 
     def kill_everything(self) -> None:
         """SIGKILL the supervisor and its children: the last resort of a test that failed."""
-        for label in (Part.SERVICE, Part.DATABASE, *(node.label for node in self.settings.restate_nodes)):
+        for label in (
+            Part.CONSOLE,
+            Part.SERVICE,
+            Part.DATABASE,
+            *(node.label for node in self.settings.restate_nodes),
+        ):
             with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
                 os.kill(self._child(label), signal.SIGKILL)
         if self.process is not None:

@@ -32,9 +32,10 @@ _ERRORS: Final[Mapping[str, type[Exception]]] = {
 }
 """The SQLSTATEs the ledger's functions raise, and what each means here."""
 
-_ENTRY_COLUMNS: Final = """
+ENTRY_COLUMNS: Final = """
     e.id, e.transfer_id, e.account_id, t.kind, e.amount, t.payment_id, e.created_at, e.balance_after
 """
+"""What :func:`entry_from_row` reads, from ``ledger_entries e`` joined to ``ledger_transfers t``."""
 
 
 def _text(value: object, name: str) -> str:
@@ -55,7 +56,8 @@ def _opening(value: int | None) -> int | None:
     return None if value is None else _cents(value, "opening", least=0)
 
 
-def _entry(row: asyncpg.Record) -> Entry:
+def entry_from_row(row: asyncpg.Record) -> Entry:
+    """The entry in a row of :data:`ENTRY_COLUMNS`."""
     return Entry(
         entry_id=row["id"],
         transfer_id=row["transfer_id"],
@@ -215,7 +217,7 @@ class Ledger:
         # The account's row and its page in one query: no row at all means no such account.
         rows = await self._pool.fetch(
             f"""
-            SELECT {_ENTRY_COLUMNS}
+            SELECT {ENTRY_COLUMNS}
             FROM ledger_accounts a
             LEFT JOIN ledger_entries e
               ON e.account_id = a.id AND ($2::bigint IS NULL OR e.id < $2)
@@ -230,7 +232,7 @@ class Ledger:
         )
         if not rows:
             raise AccountNotFoundError(f"account {account_id} not found")
-        entries = tuple(_entry(row) for row in rows[:limit] if row["id"] is not None)
+        entries = tuple(entry_from_row(row) for row in rows[:limit] if row["id"] is not None)
         return Statement(account_id, entries, entries[-1].entry_id if len(rows) > limit else None)
 
     async def history(self, payment_id: str) -> list[Entry]:
@@ -238,14 +240,14 @@ class Ledger:
         _text(payment_id, "payment_id")
         rows = await self._pool.fetch(
             f"""
-            SELECT {_ENTRY_COLUMNS}
+            SELECT {ENTRY_COLUMNS}
             FROM ledger_transfers t JOIN ledger_entries e ON e.transfer_id = t.id
             WHERE t.payment_id = $1
             ORDER BY e.id
             """,  # noqa: S608 - the only text pasted is the constant column list
             payment_id,
         )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
 
 __all__ = ["Ledger", "LedgerError"]

@@ -1,0 +1,409 @@
+"""The console's pages and its feed: a Starlette app over :class:`Books` and :class:`RestateView`.
+
+Every page is rendered on the server (Jinja2, autoescaped); the one script adds the live feed and
+refreshes the overview. Ids in URLs follow the contract's rule: a path id that breaks it is a 404
+page that names the rule, a bad query parameter a 400 page; the input is only ever shown escaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final
+
+import asyncpg
+import httpx
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payments.config import Settings
+from payments.console import chart
+from payments.console.books import Books, Transfer
+from payments.console.restate import RestateView
+from payments.runtime.admin import AdminError
+from payments.runtime.reconcile import CannotReconcileError, Reconciliation, reconcile
+from payments.service.ledger import AccountNotFoundError, Entry
+from payments.service.validation import ID_MAX_LENGTH, MAX_ENTRY_ID, InvalidInputError, parse_id, printable
+
+LOG = logging.getLogger("payments.console")
+STATEMENT_PAGE: Final = 25
+FEED_BACKLOG: Final = 15
+"""Entries the live feed starts with."""
+FEED_POLL_SECONDS: Final = 0.25
+FEED_KEEPALIVE_SECONDS: Final = 15.0
+ACTIVITY_BUCKETS: Final = 60
+ACTIVITY_SECONDS: Final = 10
+"""The chart covers ten minutes in slices of ten seconds."""
+ID_RULE: Final = f"ids are 1 to {ID_MAX_LENGTH} ASCII letters, digits and - _ . :"
+SECURITY_HEADERS: Final = (
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+Unavailable = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError)
+"""What the ledger or Restate raise when they cannot be read: a 503 page, not a 500."""
+
+
+@dataclass
+class LastReconcile:
+    """The result of the last reconciliation this console ran, and when."""
+
+    result: Reconciliation | None = None
+    error: str | None = None
+    at: datetime | None = None
+    seconds: float = 0.0
+    running: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class Console:
+    """What the pages read from, and the console's own small state."""
+
+    settings: Settings
+    books: Books
+    restate: RestateView
+    stopping: asyncio.Event
+    last_reconcile: LastReconcile = field(default_factory=LastReconcile)
+
+
+def money(cents: int | None) -> str:
+    """Cents as an amount with two decimals and thousands separators: ``-1,234.05``."""
+    if cents is None:
+        return "—"
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole:,}.{part:02d}"
+
+
+def moment(value: datetime | str | None) -> str:
+    """A time in UTC to the second, the way every page shows it."""
+    if value is None:
+        return "—"
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _templates() -> Jinja2Templates:
+    folder = resources.files("payments.console") / "templates"
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["money"] = money
+    environment.filters["moment"] = moment
+    return Jinja2Templates(env=environment)
+
+
+TEMPLATES: Final = _templates()
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _path_id(request: Request, name: str, what: str) -> str:
+    """The id in the path parameter ``name``, or a 404 page that says why no ``what`` has it."""
+    raw = request.path_params[name]
+    try:
+        return parse_id(raw, name)
+    except InvalidInputError:
+        raise HTTPException(404, f"No {what} can have the id {printable(raw)!r}: {ID_RULE}.") from None
+
+
+async def overview(request: Request) -> Response:
+    """Activity, counts, balances, invocations under way and the last reconciliation."""
+    console = _console(request)
+    totals = await console.books.totals()
+    buckets = await console.books.activity(buckets=ACTIVITY_BUCKETS, seconds=ACTIVITY_SECONDS)
+    invocations, statuses = await console.restate.unfinished()
+    last_minute = buckets[-6:]
+    per_second = sum(bucket.payments + bucket.declined for bucket in last_minute) / 60
+    return _page(
+        request,
+        "overview.html",
+        totals=totals,
+        chart=chart.layout(buckets, seconds=ACTIVITY_SECONDS),
+        series=chart.SERIES,
+        per_second=per_second,
+        minute={name: sum(getattr(b, name) for b in last_minute) for name, _ in chart.SERIES},
+        states=await console.restate.state_counts(),
+        invocations=invocations,
+        statuses=statuses,
+        reconciled=console.last_reconcile,
+        feed_after=max(totals.last_entry_id - FEED_BACKLOG, 0),
+        bucket_seconds=ACTIVITY_SECONDS,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """One debit of a payment id (posted or declined) and its refund, if any."""
+
+    debit: Transfer
+    refund: Transfer | None
+    current: bool
+    """Whether Restate's stored state names this debit."""
+
+
+def lifecycles(transfers: list[Transfer], current_debit: str | None) -> list[Lifecycle]:
+    """A payment id's debits, oldest first, each with its refund."""
+    refunds = {transfer.refund_of: transfer for transfer in transfers if transfer.refund_of}
+    return [
+        Lifecycle(transfer, refunds.get(transfer.transfer_id), transfer.transfer_id == current_debit)
+        for transfer in transfers
+        if transfer.kind == "payment"
+    ]
+
+
+async def payment(request: Request) -> Response:
+    """One payment id: its state, charges, entries and invocations."""
+    payment_id = _path_id(request, "payment_id", "payment")
+    console = _console(request)
+    stored = await console.restate.stored_payment(payment_id)
+    transfers = await console.books.transfers_of(payment_id)
+    invocations = await console.restate.invocations_of("payments", payment_id)
+    if stored is None and not transfers and not invocations:
+        raise HTTPException(
+            404, f"No payment {payment_id!r}: Restate holds nothing for it and the ledger no transfer."
+        )
+    stored = stored or {"state": "NEW", "charge": None, "lifecycle": None, "debit_id": None}
+    timers = [i for i in invocations if i.handler == "expireToken" and i.status == "scheduled"]
+    return _page(
+        request,
+        "payment.html",
+        payment_id=payment_id,
+        stored=stored,
+        lifecycles=lifecycles(transfers, stored.get("debit_id")),
+        entries=await console.books.ledger.history(payment_id),
+        invocations=invocations,
+        expiry=timers[0] if timers else None,
+    )
+
+
+def _cursor(request: Request) -> int | None:
+    raw = request.query_params.get("before")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ENTRY_ID:
+        raise HTTPException(
+            400, f"before: must be an entry id from 1 to {MAX_ENTRY_ID}, not {printable(raw)!r}"
+        )
+    return int(raw)
+
+
+async def account(request: Request) -> Response:
+    """One account: its balance and its statement, a page at a time."""
+    account_id = _path_id(request, "account_id", "account")
+    before = _cursor(request)
+    console = _console(request)
+    found = await console.books.account(account_id)
+    if found is None:
+        raise HTTPException(
+            404, f"No account {account_id!r} in the ledger: nobody opened it or paid from it."
+        )
+    try:
+        statement = await console.books.ledger.statement(account_id, before=before, limit=STATEMENT_PAGE)
+    except AccountNotFoundError:
+        raise HTTPException(404, f"No account {account_id!r} in the ledger.") from None
+    return _page(request, "account.html", account=found, statement=statement, before=before)
+
+
+async def search(request: Request) -> Response:
+    """Go to the payment or account with the id asked for."""
+    raw = request.query_params.get("q", "").strip()
+    if not raw:
+        return RedirectResponse("/", status_code=303)
+    try:
+        wanted = parse_id(raw, "q")
+    except InvalidInputError:
+        raise HTTPException(400, f"Nothing can have the id {printable(raw)!r}: {ID_RULE}.") from None
+    console = _console(request)
+    if await console.restate.stored_payment(wanted) is not None or await console.books.transfers_of(wanted):
+        return RedirectResponse(request.url_for("payment", payment_id=wanted), status_code=303)
+    if await console.books.account(wanted) is not None:
+        return RedirectResponse(request.url_for("account", account_id=wanted), status_code=303)
+    raise HTTPException(404, f"No payment and no account has the id {wanted!r}.")
+
+
+async def run_reconcile(request: Request) -> Response:
+    """Reconcile the ledger with Restate now (one run at a time), then show the overview."""
+    console = _console(request)
+    last = console.last_reconcile
+    async with last.running:
+        started = time.monotonic()
+        try:
+            last.result = await reconcile(console.settings, console.settings.console_ledger_url)
+            last.error = None
+        except CannotReconcileError as error:
+            last.result, last.error = None, str(error)
+        last.at = datetime.now(UTC)
+        last.seconds = time.monotonic() - started
+    return RedirectResponse("/#reconcile", status_code=303)
+
+
+async def events(request: Request) -> Response:
+    """Customer ledger entries as server-sent events, from the entry after ``Last-Event-ID``."""
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    after = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    console = _console(request)
+    return StreamingResponse(
+        _entry_events(console, after),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
+
+
+async def _entry_events(console: Console, after: int | None) -> AsyncIterator[str]:
+    quiet_since = time.monotonic()
+    yield "retry: 1000\n\n"
+    while not console.stopping.is_set():
+        try:
+            entries = await console.books.entries_after(after, 100 if after is not None else FEED_BACKLOG)
+        except Unavailable as error:
+            LOG.warning("live feed: the ledger cannot be read: %s", error)
+            entries = []
+        for entry in entries:
+            yield f"id: {entry.entry_id}\nevent: entry\ndata: {json.dumps(_feed_item(entry))}\n\n"
+            after = entry.entry_id
+        if after is None:
+            after = 0
+        if entries:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > FEED_KEEPALIVE_SECONDS:
+            quiet_since = time.monotonic()
+            yield ": still here\n\n"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(console.stopping.wait(), FEED_POLL_SECONDS)
+
+
+def _feed_item(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.entry_id,
+        "time": moment(entry.created_at),
+        "kind": entry.kind,
+        "account": entry.account_id,
+        "payment": entry.payment_id,
+        "amount": money(entry.amount),
+        "negative": entry.amount < 0,
+        "balance": money(entry.balance_after),
+    }
+
+
+async def health(_: Request) -> Response:
+    """Answers once the console serves."""
+    return PlainTextResponse("ok")
+
+
+async def _error_page(request: Request, error: Exception) -> Response:
+    status = error.status_code if isinstance(error, HTTPException) else 500
+    detail = error.detail if isinstance(error, HTTPException) else "Something went wrong."
+    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 503: "Unavailable"}
+    return _page(
+        request,
+        "error.html",
+        status_code=status,
+        status=status,
+        title=titles.get(status, "Error"),
+        detail=detail,
+    )
+
+
+async def _unavailable(request: Request, error: Exception) -> Response:
+    LOG.warning("%s %s: cannot read: %s: %s", request.method, request.url.path, type(error).__name__, error)
+    return await _error_page(
+        request, HTTPException(503, "The ledger or Restate cannot be read right now; try again in a moment.")
+    )
+
+
+async def _failed(request: Request, error: Exception) -> Response:
+    LOG.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    return await _error_page(request, error)
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer: no inline script, no framing, no sniffing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; add the headers to its answer."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class SameOrigin:
+    """Refuses a POST sent by another site's page: the reconcile button is ours alone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 403 to a POST whose Origin is not this console; pass anything else on."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin")
+            host = headers.get(b"host", b"")
+            if origin is not None and origin.partition(b"://")[2] != host:
+                await PlainTextResponse("cross-site request refused", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(console: Console) -> Starlette:
+    """The console's ASGI app, reading through ``console``."""
+    static = StaticFiles(directory=str(resources.files("payments.console") / "static"))
+    app = Starlette(
+        routes=[
+            Route("/", overview, name="overview"),
+            Route("/payments/{payment_id}", payment, name="payment"),
+            Route("/accounts/{account_id}", account, name="account"),
+            Route("/search", search, name="search"),
+            Route("/reconcile", run_reconcile, methods=["POST"], name="reconcile"),
+            Route("/events", events, name="events"),
+            Route("/health", health),
+            Mount("/static", static, name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(SameOrigin)],
+        exception_handlers={
+            HTTPException: _error_page,
+            **dict.fromkeys(Unavailable, _unavailable),
+            Exception: _failed,
+        },
+    )
+    app.state.console = console
+    return app

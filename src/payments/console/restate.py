@@ -1,0 +1,131 @@
+"""What the console reads from Restate: payment ids' stored states and our invocations.
+
+Through the admin API's SQL, which takes no bound parameters: the only values put into a query are
+ids that passed the contract's id rule, quoted by :func:`literal` all the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from payments.runtime.admin import Admin
+
+SERVICES: Final = ("payments", "accounts")
+"""Our virtual objects, whose invocations the console shows."""
+STATES: Final = ("COMPLETED", "CANCELLED")
+"""The states Restate stores for a payment id; an id with none is NEW."""
+UNFINISHED_LIMIT: Final = 50
+_INVOCATION_COLUMNS: Final = "*"
+"""All of them: Restate 1.7 leaves ``scheduled_start_at`` out when it is named in a projection."""
+_OURS: Final = f"target_service_name IN ({', '.join(repr(name) for name in SERVICES)})"
+
+
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One invocation Restate holds: its target, where it stands, and its last failure if any."""
+
+    invocation_id: str
+    service: str
+    key: str
+    handler: str
+    status: str
+    created_at: str
+    modified_at: str | None
+    scheduled_start_at: str | None
+    """When a delayed call (an expiry timer) runs."""
+    attempts: int
+    next_retry_at: str | None
+    last_failure: str | None
+    last_failure_code: int | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Invocation:
+        """The invocation in a row of the admin API's ``sys_invocation``."""
+        return cls(
+            invocation_id=row["id"],
+            service=row["target_service_name"],
+            key=row["target_service_key"] or "",
+            handler=row["target_handler_name"],
+            status=row["status"],
+            created_at=row["created_at"],
+            modified_at=row.get("modified_at"),
+            scheduled_start_at=row.get("scheduled_start_at"),
+            attempts=row.get("retry_count") or 0,
+            next_retry_at=row.get("next_retry_at"),
+            last_failure=row.get("last_failure"),
+            last_failure_code=row.get("last_failure_error_code"),
+        )
+
+    @property
+    def stuck(self) -> bool:
+        """Whether it fails and waits: retrying after a failure, or paused after the last retry."""
+        return self.status in ("backing-off", "paused")
+
+
+class RestateView:
+    """Restate's side of the payments, read through the admin API at ``admin``."""
+
+    def __init__(self, admin: Admin) -> None:
+        self._admin = admin
+
+    async def state_counts(self) -> dict[str, int]:
+        """How many payment ids Restate holds in each stored state."""
+        # The state is JSON as the SDK writes it, so a state reads `"state": "COMPLETED"`.
+        needles = {state: literal(json.dumps({"state": state})[1:-1]) for state in STATES}
+        cases = " ".join(
+            f"WHEN strpos(value_utf8, {needle}) > 0 THEN {literal(state)}"
+            for state, needle in needles.items()
+        )
+        rows = await self._admin.query(
+            f"SELECT CASE {cases} ELSE 'other' END AS state, count(*) AS ids FROM state"  # noqa: S608 - literal()
+            " WHERE service_name = 'payments' AND key = 'payment' GROUP BY 1"
+        )
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({row["state"]: row["ids"] for row in rows})
+        return counts
+
+    async def stored_payment(self, payment_id: str) -> dict[str, Any] | None:
+        """What Restate stores for ``payment_id`` (state, charge, lifecycle, debit id); None: NEW."""
+        rows = await self._admin.query(
+            "SELECT value_utf8 FROM state WHERE service_name = 'payments' AND key = 'payment'"  # noqa: S608 - literal()
+            f" AND service_key = {literal(payment_id)}"
+        )
+        if not rows:
+            return None
+        stored: dict[str, Any] = json.loads(rows[0]["value_utf8"])
+        return stored
+
+    async def invocations_of(self, service: str, key: str) -> list[Invocation]:
+        """The invocations Restate holds for the object ``service/key``, newest first."""
+        rows = await self._admin.query(
+            f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation"  # noqa: S608 - values through literal()
+            f" WHERE target_service_name = {literal(service)} AND target_service_key = {literal(key)}"
+            " ORDER BY created_at DESC LIMIT 100"
+        )
+        return [Invocation.from_row(row) for row in rows]
+
+    async def unfinished(self) -> tuple[list[Invocation], dict[str, int]]:
+        """Our invocations under way (the stuck ones first), and how many there are of each status.
+
+        A delayed call that waits for its time (an expiry timer) is ``scheduled``, not under way.
+        """
+        under_way = f"{_OURS} AND status NOT IN ('completed', 'scheduled')"
+        counts = {
+            row["status"]: row["n"]
+            for row in await self._admin.query(
+                f"SELECT status, count(*) AS n FROM sys_invocation WHERE {under_way} GROUP BY status"  # noqa: S608 - constants only
+            )
+        }
+        rows = await self._admin.query(
+            f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation WHERE {under_way}"  # noqa: S608 - constants only
+            " ORDER BY CASE WHEN status IN ('paused', 'backing-off') THEN 0 ELSE 1 END, created_at"
+            f" LIMIT {UNFINISHED_LIMIT}"
+        )
+        return [Invocation.from_row(row) for row in rows], counts

@@ -1,0 +1,30 @@
+-- The operator console's view of the ledger: a role that can read the ledger's tables and nothing
+-- else, and an index for its charts of recent transfers.
+--
+-- payments_console logs in without a password through the embedded server's socket (which trusts
+-- local users); for a server of its own an operator gives it a password, or creates it beforehand
+-- when the service's user may not create roles (docs/deployment.md). A role made here is read-only
+-- by default in every transaction too, on top of having no right to write.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_console') THEN
+        CREATE ROLE payments_console LOGIN NOINHERIT CONNECTION LIMIT 20;
+        ALTER ROLE payments_console SET default_transaction_read_only = on;
+        ALTER ROLE payments_console SET statement_timeout = '10s';
+    END IF;
+EXCEPTION
+    -- Another database of the same cluster created it meanwhile: roles belong to the cluster.
+    WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO payments_console', current_database());
+END
+$$;
+GRANT USAGE ON SCHEMA public TO payments_console;
+GRANT SELECT ON ledger_accounts, ledger_transfers, ledger_entries TO payments_console;
+
+CREATE INDEX ledger_transfers_created ON ledger_transfers (created_at);
