@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ingress_port=getattr(args, "ingress_port", None),
             admin_port=getattr(args, "admin_port", None),
             service_port=getattr(args, "service_port", None),
+            console_port=getattr(args, "console_port", None),
             node_port=getattr(args, "node_port", None),
             nodes=getattr(args, "nodes", None),
         )
@@ -60,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser(
         "up",
-        help="run restate-server and the service, restarting either if it dies",
-        description="Run restate-server and the service until Ctrl-C or SIGTERM.",
+        help="run PostgreSQL, restate-server, the service and the console, restarting what dies",
+        description="Run PostgreSQL, restate-server, the service and the console until Ctrl-C or SIGTERM.",
     )
     up.add_argument("--data-dir", type=Path, help="where state and logs live (PAYMENTS_DATA_DIR)")
     up.add_argument("--host", help="address everything binds to (PAYMENTS_HOST)")
@@ -70,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="restate-server nodes: 1, or 3 for a cluster that survives the loss of one (PAYMENTS_NODES)",
     )
-    for name in ("ingress", "admin", "service", "node"):
+    for name in ("ingress", "admin", "service", "node", "console"):
         help_text = f"{name} port (PAYMENTS_{name.upper()}_PORT)"
-        if name != "service":
+        if name not in ("service", "console"):
             help_text += "; node N of a cluster uses this port + N - 1"
         up.add_argument(f"--{name}-port", type=int, help=help_text)
     up.set_defaults(command=_up)
