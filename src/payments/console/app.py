@@ -333,8 +333,10 @@ async def _error_page(request: Request, error: Exception) -> Response:
 
 async def _unavailable(request: Request, error: Exception) -> Response:
     LOG.warning("%s %s: cannot read: %s: %s", request.method, request.url.path, type(error).__name__, error)
+    source = "Restate's admin API" if isinstance(error, AdminError | httpx.HTTPError) else "The ledger"
     return await _error_page(
-        request, HTTPException(503, "The ledger or Restate cannot be read right now; try again in a moment.")
+        request,
+        HTTPException(503, f"{source} cannot be read right now ({type(error).__name__}: {error})."),
     )
 
 

@@ -76,8 +76,12 @@ class Books:
 
     @classmethod
     async def connect(cls, url: str) -> Self:
-        """Books on a pool of :data:`POOL_SIZE` connections to ``url``, bound to the running loop."""
-        return cls(await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE))
+        """Books on a pool of up to :data:`POOL_SIZE` connections to ``url``, bound to the running loop.
+
+        It connects on first use: a ledger that cannot be reached yet (or refuses the console's
+        role) makes the pages say so, instead of keeping the console from starting.
+        """
+        return cls(await asyncpg.create_pool(url, min_size=0, max_size=POOL_SIZE))
 
     async def close(self) -> None:
         """Close the pool."""
