@@ -1,0 +1,85 @@
+"""The console's formatting of amounts and times, and how it groups a payment id's transfers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from payments.console.app import Lifecycle, lifecycles, moment, money
+from payments.console.books import Transfer
+
+AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cents", "shown"),
+    [
+        (0, "0.00"),
+        (5, "0.05"),
+        (100, "1.00"),
+        (123_456, "1,234.56"),
+        (100_000_000_00, "100,000,000.00"),
+        (-5, "-0.05"),
+        (-123_405, "-1,234.05"),
+        (None, "—"),
+    ],
+)
+def test_money_has_two_decimals_thousands_separators_and_a_sign(cents: int | None, shown: str) -> None:
+    assert money(cents) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("2024-05-01T12:34:56Z", "2024-05-01 12:34:56"),
+        ("2024-05-01T12:34:56.987654321Z", "2024-05-01 12:34:56"),
+        ("2024-05-01T14:34:56+02:00", "2024-05-01 12:34:56"),
+        (datetime(2024, 5, 1, 12, 34, 56, 999_999, tzinfo=UTC), "2024-05-01 12:34:56"),
+        (datetime(2024, 5, 1, 7, 34, 56, tzinfo=timezone(timedelta(hours=-5))), "2024-05-01 12:34:56"),
+        (None, "—"),
+    ],
+    ids=str,
+)
+def test_moment_is_utc_to_the_second(value: datetime | str | None, shown: str) -> None:
+    assert moment(value) == shown
+
+
+def transfer(
+    transfer_id: str,
+    kind: str = "payment",
+    *,
+    status: str = "posted",
+    refund_of: str | None = None,
+    minute: int = 0,
+) -> Transfer:
+    return Transfer(transfer_id, kind, "acct", 500, status, refund_of, AT + timedelta(minutes=minute))
+
+
+def test_a_debit_and_its_refund_make_one_lifecycle() -> None:
+    debit, refund = transfer("p:1"), transfer("p:1:refund", "refund", refund_of="p:1", minute=1)
+
+    assert lifecycles([debit, refund], "p:1") == [Lifecycle(debit, refund, current=True)]
+
+
+def test_a_declined_debit_is_a_lifecycle_without_refund() -> None:
+    declined = transfer("p:1", status="declined")
+
+    assert lifecycles([declined], None) == [Lifecycle(declined, None, current=False)]
+
+
+def test_each_debit_is_its_own_lifecycle_and_only_the_stored_one_is_current() -> None:
+    first, refund = transfer("p:1"), transfer("p:1:refund", "refund", refund_of="p:1", minute=1)
+    declined, second = transfer("p:2", status="declined", minute=2), transfer("p:3", minute=3)
+
+    found = lifecycles([first, refund, declined, second], "p:3")
+
+    assert found == [
+        Lifecycle(first, refund, current=False),
+        Lifecycle(declined, None, current=False),
+        Lifecycle(second, None, current=True),
+    ]
+
+
+def test_no_transfers_no_lifecycles() -> None:
+    assert lifecycles([], "p:1") == []

@@ -1,0 +1,91 @@
+"""What the console reads from Restate's admin SQL: quoted literals and invocation rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from payments.console.restate import Invocation, literal
+
+ROW: dict[str, Any] = {
+    "id": "inv_1abc",
+    "target_service_name": "payments",
+    "target_service_key": "p-1",
+    "target_handler_name": "makePayment",
+    "status": "backing-off",
+    "created_at": "2024-05-01T12:00:00.000Z",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("p-1", "'p-1'"),
+        ("", "''"),
+        ("it's", "'it''s'"),
+        ("''", "''''''"),
+        ("x' OR '1'='1", "'x'' OR ''1''=''1'"),
+        ("a\\'b", "'a\\''b'"),
+    ],
+)
+def test_a_literal_is_quoted_with_its_quotes_doubled(text: str, quoted: str) -> None:
+    assert literal(text) == quoted
+
+
+def test_an_invocation_without_its_optional_columns_has_no_attempts_and_no_failure() -> None:
+    invocation = Invocation.from_row(ROW)
+
+    assert invocation == Invocation(
+        invocation_id="inv_1abc",
+        service="payments",
+        key="p-1",
+        handler="makePayment",
+        status="backing-off",
+        created_at="2024-05-01T12:00:00.000Z",
+        modified_at=None,
+        scheduled_start_at=None,
+        attempts=0,
+        next_retry_at=None,
+        last_failure=None,
+        last_failure_code=None,
+    )
+    assert invocation.stuck
+
+
+def test_an_invocation_reads_every_optional_column() -> None:
+    row = {
+        **ROW,
+        "status": "scheduled",
+        "modified_at": "2024-05-01T12:00:01Z",
+        "scheduled_start_at": "2024-05-02T12:00:00Z",
+        "retry_count": 3,
+        "next_retry_at": "2024-05-01T12:00:05Z",
+        "last_failure": "ledger down",
+        "last_failure_error_code": 500,
+    }
+
+    invocation = Invocation.from_row(row)
+
+    assert (
+        invocation.modified_at,
+        invocation.scheduled_start_at,
+        invocation.attempts,
+        invocation.next_retry_at,
+        invocation.last_failure,
+        invocation.last_failure_code,
+    ) == ("2024-05-01T12:00:01Z", "2024-05-02T12:00:00Z", 3, "2024-05-01T12:00:05Z", "ledger down", 500)
+    assert not invocation.stuck
+
+
+def test_an_unkeyed_invocation_and_null_columns_read_as_empty() -> None:
+    row = {**ROW, "target_service_key": None, "retry_count": None, "last_failure": None}
+
+    invocation = Invocation.from_row(row)
+
+    assert (invocation.key, invocation.attempts, invocation.last_failure) == ("", 0, None)
+
+
+@pytest.mark.parametrize(("status", "stuck"), [("paused", True), ("backing-off", True), ("running", False)])
+def test_failing_invocations_are_stuck(status: str, stuck: bool) -> None:
+    assert Invocation.from_row({**ROW, "status": status}).stuck is stuck
