@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from payments.domain.balances import MAX_BALANCE
 
@@ -261,7 +261,13 @@ class Settings:
             )
         parts = urlsplit(self.database_url)
         host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{CONSOLE_DATABASE_USER}@{host}"))
+        # The service's credentials may sit in the query too, where they would outlive the netloc's.
+        query = "&".join(
+            pair
+            for pair in parts.query.split("&")
+            if pair and unquote(pair.partition("=")[0]) not in ("user", "password")
+        )
+        return urlunsplit(parts._replace(netloc=f"{CONSOLE_DATABASE_USER}@{host}", query=query))
 
     @property
     def console_url(self) -> str:

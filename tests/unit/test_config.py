@@ -211,3 +211,93 @@ def test_the_log_is_replicated_on_a_majority(nodes: int, replication: int, toler
 def test_ports_that_meet_or_overflow_are_refused(environ: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="ports must be distinct"):
         Settings.from_env(environ)
+
+
+def test_the_console_reads_the_embedded_ledger_as_its_own_role_through_the_socket() -> None:
+    settings = Settings(data_dir=Path("/srv/payments"), database_port=15432)
+
+    assert settings.console_ledger_url == (
+        "postgresql://payments_console@/payments?host=/srv/payments/postgres-socket&port=15432"
+    )
+    assert settings.ledger_url.replace("payments@", "payments_console@", 1) == settings.console_ledger_url
+
+
+@pytest.mark.parametrize(
+    ("database_url", "console_url"),
+    [
+        (
+            "postgresql://admin:s3cret@db.example:5433/ledger?sslmode=require",
+            "postgresql://payments_console@db.example:5433/ledger?sslmode=require",
+        ),
+        ("postgresql://admin:p@ss@db.example/ledger", "postgresql://payments_console@db.example/ledger"),
+        ("postgres://admin@[::1]:5433/ledger", "postgres://payments_console@[::1]:5433/ledger"),
+        ("postgresql://db.example/ledger", "postgresql://payments_console@db.example/ledger"),
+        (
+            "postgresql://admin@db.example/ledger?password=s3cret&sslmode=require",
+            "postgresql://payments_console@db.example/ledger?sslmode=require",
+        ),
+        (
+            "postgresql://db.example/ledger?user=admin&password=s3cret",
+            "postgresql://payments_console@db.example/ledger",
+        ),
+    ],
+    ids=["user-password", "at-in-password", "ipv6", "no-user", "password-in-query", "user-in-query"],
+)
+def test_the_console_reads_a_database_of_its_own_as_its_role_without_the_service_password(
+    database_url: str, console_url: str
+) -> None:
+    settings = Settings.from_env({"PAYMENTS_DATABASE_URL": database_url})
+
+    assert settings.console_ledger_url == console_url
+    assert "s3cret" not in settings.console_ledger_url
+    assert settings.ledger_url == database_url
+
+
+def test_the_console_database_url_wins_as_given() -> None:
+    given = "postgresql://reader:its-own@db.example/ledger"
+
+    settings = Settings.from_env(
+        {
+            "PAYMENTS_DATABASE_URL": "postgresql://admin:s3cret@db.example/ledger",
+            "PAYMENTS_CONSOLE_DATABASE_URL": given,
+        }
+    )
+
+    assert settings.console_ledger_url == given
+    assert Settings(console_database_url=given).console_ledger_url == given
+
+
+def test_the_console_answers_on_its_port_of_the_host() -> None:
+    settings = Settings.from_env({"PAYMENTS_CONSOLE_PORT": "19090", "PAYMENTS_HOST": "127.0.0.2"})
+
+    assert (settings.console_port, settings.console_url, settings.console_health_url) == (
+        19090,
+        "http://127.0.0.2:19090",
+        "http://127.0.0.2:19090/health",
+    )
+    assert Settings().console_url == "http://127.0.0.1:9090"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"PAYMENTS_CONSOLE_PORT": "9080"},
+        {"PAYMENTS_CONSOLE_PORT": "8080"},
+        {"PAYMENTS_CONSOLE_PORT": "5432"},
+        {"PAYMENTS_NODES": "3", "PAYMENTS_CONSOLE_PORT": "9072"},
+        {"PAYMENTS_CONSOLE_PORT": "65536"},
+        {"PAYMENTS_CONSOLE_PORT": "0"},
+    ],
+    ids=str,
+)
+def test_a_console_port_that_meets_another_is_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="CONSOLE_PORT"):
+        Settings.from_env(environ)
+
+
+def test_the_console_may_take_the_database_port_when_the_database_is_not_ours() -> None:
+    settings = Settings.from_env(
+        {"PAYMENTS_CONSOLE_PORT": "5432", "PAYMENTS_DATABASE_URL": "postgresql://db.example/ledger"}
+    )
+
+    assert settings.console_port == 5432
