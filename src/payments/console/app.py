@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from importlib import resources
 from typing import Any, Final
 
@@ -319,7 +320,15 @@ async def health(_: Request) -> Response:
 
 async def _error_page(request: Request, error: Exception) -> Response:
     status = error.status_code if isinstance(error, HTTPException) else 500
-    detail = error.detail if isinstance(error, HTTPException) else "Something went wrong."
+    detail = (
+        error.detail
+        if isinstance(error, HTTPException)
+        else "Something went wrong; the console's log says what."
+    )
+    if detail == HTTPStatus(status).phrase:  # Starlette's own, for an address that no route takes
+        detail = (
+            "The console has no page at this address: it has /, /payments/{id}, /accounts/{id} and /search."
+        )
     titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 503: "Unavailable"}
     return _page(
         request,
@@ -392,8 +401,9 @@ def create_app(console: Console) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", overview, name="overview"),
-            Route("/payments/{payment_id}", payment, name="payment"),
-            Route("/accounts/{account_id}", account, name="account"),
+            # `path`: an id with a slash in it (sent as %2F) reaches the handler, whose 404 names the rule.
+            Route("/payments/{payment_id:path}", payment, name="payment"),
+            Route("/accounts/{account_id:path}", account, name="account"),
             Route("/search", search, name="search"),
             Route("/reconcile", run_reconcile, methods=["POST"], name="reconcile"),
             Route("/events", events, name="events"),
