@@ -54,7 +54,9 @@ ID_RULE: Final = f"ids are 1 to {ID_MAX_LENGTH} ASCII letters, digits and - _ . 
 SECURITY_HEADERS: Final = (
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under it a browser sends "Origin: null" with our own form's POST, and
+    # SameOrigin refuses the reconcile button; same-origin still tells other sites nothing.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 )
 
