@@ -7,7 +7,7 @@ RESTATE_SERVER := node_modules/@restatedev/restate-server/package.json
 # pip.conf on some machines adds local wheel folders whose builds do not match the locked hashes.
 PIP := $(BIN)/python -m pip --isolated --disable-pip-version-check --cert /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: run run-cluster check unit test bench bench-quick wrk setup lock clean
+.PHONY: run run-cluster check unit test bench bench-quick wrk chromium setup lock clean
 
 run: setup
 	$(BIN)/payments up
@@ -26,7 +26,7 @@ unit: setup
 	$(BIN)/pytest tests/unit
 
 # The full gate, which .ci/run calls: with the storms, minutes (`pytest -m "not slow"` leaves them out).
-test: check
+test: check chromium
 	$(BIN)/pytest
 
 # Benchmarks are not tests: they print numbers and write results/bench.json and results/bench.png.
@@ -39,6 +39,10 @@ bench-quick: setup wrk
 # wrk, the load generator, comes from Debian's packages.
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+
+# Chromium, which the console's browser tests drive through Playwright, comes from Debian's packages.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 setup: $(VENV)/.installed $(RESTATE_SERVER)
 

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -36,6 +37,7 @@ class MakeRun:
             node_port=free_port(),
             service_port=free_port(),
             database_port=free_port(),
+            console_port=free_port(),
         )
         self.output = data_dir.parent / f"{data_dir.name}-make-run.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -112,6 +114,10 @@ def test_make_run_serves_survives_kill_9_and_stops_cleanly(make_run: MakeRun) ->
     assert open_to_others == []
 
     assert make_run.curl(MAKE_PAYMENT)["outcome"] == "completed"
+    page = httpx.get(f"{make_run.settings.console_url}/payments/my-payment-id", timeout=30)
+    assert page.status_code == 200
+    assert "<h1><code>my-payment-id</code>" in page.text
+    assert 'id="state">COMPLETED</span>' in page.text
     service = make_run.pid("service")
     os.kill(service, signal.SIGKILL)
     wait_for(lambda: make_run.pid("service") != service, "the service to be restarted")
