@@ -43,7 +43,8 @@ class Invocation:
     attempts: int
     next_retry_at: str | None
     last_failure: str | None
-    last_failure_code: int | None
+    last_failure_code: str | None
+    """Restate's code for it, such as ``RT0007``."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Invocation:
@@ -59,7 +60,7 @@ class Invocation:
             scheduled_start_at=row.get("scheduled_start_at"),
             attempts=row.get("retry_count") or 0,
             next_retry_at=row.get("next_retry_at"),
-            last_failure=row.get("last_failure"),
+            last_failure=_without_stack(row.get("last_failure")),
             last_failure_code=row.get("last_failure_error_code"),
         )
 
@@ -67,6 +68,14 @@ class Invocation:
     def stuck(self) -> bool:
         """Whether it fails and waits: retrying after a failure, or paused after the last retry."""
         return self.status in ("backing-off", "paused")
+
+
+def _without_stack(failure: str | None) -> str | None:
+    """A failure as Restate holds it, without the Python stack the SDK adds to its message.
+
+    A page shows what failed; the stack, dozens of lines, is in the service's log and Restate's UI.
+    """
+    return None if failure is None else failure.partition("\nTraceback (most recent call last):")[0]
 
 
 class RestateView:

@@ -62,7 +62,7 @@ def test_an_invocation_reads_every_optional_column() -> None:
         "retry_count": 3,
         "next_retry_at": "2024-05-01T12:00:05Z",
         "last_failure": "ledger down",
-        "last_failure_error_code": 500,
+        "last_failure_error_code": "RT0007",
     }
 
     invocation = Invocation.from_row(row)
@@ -74,7 +74,7 @@ def test_an_invocation_reads_every_optional_column() -> None:
         invocation.next_retry_at,
         invocation.last_failure,
         invocation.last_failure_code,
-    ) == ("2024-05-01T12:00:01Z", "2024-05-02T12:00:00Z", 3, "2024-05-01T12:00:05Z", "ledger down", 500)
+    ) == ("2024-05-01T12:00:01Z", "2024-05-02T12:00:00Z", 3, "2024-05-01T12:00:05Z", "ledger down", "RT0007")
     assert not invocation.stuck
 
 
@@ -89,3 +89,23 @@ def test_an_unkeyed_invocation_and_null_columns_read_as_empty() -> None:
 @pytest.mark.parametrize(("status", "stuck"), [("paused", True), ("backing-off", True), ("running", False)])
 def test_failing_invocations_are_stuck(status: str, stuck: bool) -> None:
     assert Invocation.from_row({**ROW, "status": status}).stuck is stuck
+
+
+def test_a_failure_is_shown_without_the_python_stack_the_sdk_adds() -> None:
+    failure = (
+        "[500 Internal] RaiseError('the ledger is down')\n"
+        "Traceback (most recent call last):\n"
+        '  File "/srv/payments/handlers.py", line 154, in answered\n'
+        "    return await action()\n"
+        "asyncpg.exceptions.RaiseError: the ledger is down\n"
+    )
+
+    invocation = Invocation.from_row({**ROW, "last_failure": failure})
+
+    assert invocation.last_failure == "[500 Internal] RaiseError('the ledger is down')"
+
+
+def test_a_failure_of_several_lines_without_a_stack_is_kept_whole() -> None:
+    failure = "[500 Internal] duplicate key\nDETAIL: Key (id)=(x) already exists."
+
+    assert Invocation.from_row({**ROW, "last_failure": failure}).last_failure == failure
