@@ -210,7 +210,13 @@ def _cursor(request: Request) -> int | None:
     raw = request.query_params.get("before")
     if raw is None:
         return None
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ENTRY_ID:
+    # The length first: int() refuses more than 4300 digits with a ValueError, a 500.
+    if (
+        not raw.isascii()
+        or not raw.isdigit()
+        or len(raw) > len(str(MAX_ENTRY_ID))
+        or not 1 <= int(raw) <= MAX_ENTRY_ID
+    ):
         raise HTTPException(
             400, f"before: must be an entry id from 1 to {MAX_ENTRY_ID}, not {printable(raw)!r}"
         )
