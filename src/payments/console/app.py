@@ -44,13 +44,13 @@ from payments.service.validation import ID_MAX_LENGTH, MAX_ENTRY_ID, InvalidInpu
 LOG = logging.getLogger("payments.console")
 STATEMENT_PAGE: Final = 25
 FEED_BACKLOG: Final = 15
-"""Entries the live feed starts with."""
+"""Customer entries the live feed starts with."""
 FEED_POLL_SECONDS: Final = 0.25
 FEED_KEEPALIVE_SECONDS: Final = 15.0
 ACTIVITY_BUCKETS: Final = 60
 ACTIVITY_SECONDS: Final = 10
 """The chart covers ten minutes in slices of ten seconds."""
-ID_RULE: Final = f"ids are 1 to {ID_MAX_LENGTH} ASCII letters, digits and - _ . :"
+ID_RULE: Final = f"An id is 1 to {ID_MAX_LENGTH} characters, each an ASCII letter, a digit or one of - _ . :"
 SECURITY_HEADERS: Final = (
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     (b"x-content-type-options", b"nosniff"),
@@ -133,7 +133,7 @@ def _path_id(request: Request, name: str, what: str) -> str:
     try:
         return parse_id(raw, name)
     except InvalidInputError:
-        raise HTTPException(404, f"No {what} can have the id {printable(raw)!r}: {ID_RULE}.") from None
+        raise HTTPException(404, f"No {what} can have the id {printable(raw)!r}. {ID_RULE}") from None
 
 
 async def overview(request: Request) -> Response:
@@ -156,7 +156,6 @@ async def overview(request: Request) -> Response:
         invocations=invocations,
         statuses=statuses,
         reconciled=console.last_reconcile,
-        feed_after=max(totals.last_entry_id - FEED_BACKLOG, 0),
         bucket_seconds=ACTIVITY_SECONDS,
     )
 
@@ -248,7 +247,7 @@ async def search(request: Request) -> Response:
     try:
         wanted = parse_id(raw, "q")
     except InvalidInputError:
-        raise HTTPException(400, f"Nothing can have the id {printable(raw)!r}: {ID_RULE}.") from None
+        raise HTTPException(400, f"Nothing can have the id {printable(raw)!r}. {ID_RULE}") from None
     console = _console(request)
     if await console.restate.stored_payment(wanted) is not None or await console.books.transfers_of(wanted):
         return RedirectResponse(request.url_for("payment", payment_id=wanted), status_code=303)

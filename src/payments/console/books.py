@@ -29,7 +29,6 @@ class Totals:
     system_balances: dict[str, int]
     """The system accounts' balances, by id (``@openings``, ``@deposits``, ``@payments:N``)."""
     transfers: int
-    last_entry_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +95,11 @@ class Books:
         )
         assert customers is not None
         transfers = await self._pool.fetchval("SELECT count(*) FROM ledger_transfers")
-        last = await self._pool.fetchval("SELECT coalesce(max(id), 0) FROM ledger_entries")
         return Totals(
             customers=customers["n"],
             customer_balance=customers["held"],
             system_balances={row["id"]: row["balance"] for row in rows},
             transfers=transfers,
-            last_entry_id=last,
         )
 
     async def activity(self, *, buckets: int, seconds: int) -> list[Bucket]:

@@ -56,14 +56,18 @@ def nice_top(peak: int) -> int:
         top *= 10
 
 
-def layout(buckets: Sequence[Bucket], *, width: int = 720, height: int = 180, seconds: int) -> Chart:
-    """Stacked bars for ``buckets`` (oldest first), each ``seconds`` long, filling ``width`` x ``height``."""
+def layout(
+    buckets: Sequence[Bucket], *, width: int = 720, height: int = 180, seconds: int, label_minutes: int = 2
+) -> Chart:
+    """Stacked bars for ``buckets`` (oldest first), each ``seconds`` long, filling ``width`` x ``height``.
+
+    The x axis is labelled at every ``label_minutes``-th whole minute.
+    """
     slot = width / max(len(buckets), 1)
     gap = min(2.0, slot / 4)
     top = nice_top(max((sum(getattr(b, name) for name, _ in SERIES) for b in buckets), default=0))
     bars: list[Bar] = []
     labels: list[tuple[float, str]] = []
-    every = max(len(buckets) // 6, 1)
     for index, bucket in enumerate(buckets):
         x = index * slot + gap / 2
         base = float(height)
@@ -84,6 +88,6 @@ def layout(buckets: Sequence[Bucket], *, width: int = 720, height: int = 180, se
                         f"{stamp} +{seconds} s: {count} {label.lower()}",
                     )
                 )
-        if index % every == 0:
+        if bucket.start.second == 0 and bucket.start.minute % label_minutes == 0:
             labels.append((x, bucket.start.strftime("%H:%M")))
     return Chart(width, height, tuple(bars), top, tuple(labels))
