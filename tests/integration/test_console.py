@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any, Final
 import asyncpg
 import httpx
 import pytest
+from markupsafe import escape
 
 from payments.client import PaymentsClient
 from payments.console.app import ID_RULE, money
@@ -76,7 +76,7 @@ async def test_a_cancelled_payment_shows_its_state_and_both_transfers(
     assert 'id="state">CANCELLED</span>' in page.text
     entries = section(page.text, "entries")
     for transfer_id in transfers.values():
-        assert f"<code>{html.escape(transfer_id)}</code>" in entries
+        assert f"<code>{escape(transfer_id)}</code>" in entries
     assert f">{money(-1234)}<" in entries
     assert f">{money(1234)}<" in entries
     assert "refunded" in section(page.text, "lifecycles")
@@ -145,7 +145,7 @@ async def test_an_id_breaking_the_rule_is_a_404_page_that_names_the_rule(
     response = await console.get(f"/{page}/{raw}")
 
     assert_answered(response, 404)
-    assert html.escape(ID_RULE) in response.text
+    assert escape(ID_RULE) in response.text
     assert shown in response.text
     assert "<script>alert" not in response.text
 
@@ -209,7 +209,7 @@ async def test_search_for_something_no_id_can_be_is_a_400_page_that_shows_it_esc
     response = await console.get("/search", params={"q": query})
 
     assert_answered(response, 400)
-    assert html.escape(ID_RULE) in response.text
+    assert escape(ID_RULE) in response.text
     assert shown in response.text
     assert never not in response.text
 
