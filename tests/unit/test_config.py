@@ -137,9 +137,10 @@ def test_to_env_names_every_field() -> None:
 
 @st.composite
 def valid_settings(draw: st.DrawFn) -> Settings:
-    # Ports on distinct multiples of 10, so that no node's port meets another's (at most 9 nodes).
+    # Ports in distinct tens, so that no node's port meets another (at most 9 nodes); the database's
+    # and the console's too, or a node's range could reach the default 5432.
     ports = draw(
-        st.lists(st.integers(1, 6553).map(lambda n: n * 10 - 9), min_size=4, max_size=4, unique=True)
+        st.lists(st.integers(1, 6553).map(lambda n: n * 10 - 9), min_size=6, max_size=6, unique=True)
     )
     return Settings(
         host=draw(st.from_regex(r"[a-z0-9.\-]{1,20}", fullmatch=True)),
@@ -148,6 +149,8 @@ def valid_settings(draw: st.DrawFn) -> Settings:
         admin_port=ports[1],
         node_port=ports[2],
         service_port=ports[3],
+        database_port=ports[4],
+        console_port=ports[5],
         data_dir=draw(
             st.from_regex(r"/?[a-z0-9_\-]{1,8}(/[a-z0-9_.\-]{1,8}){0,3}", fullmatch=True).map(Path)
         ),
