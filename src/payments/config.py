@@ -116,6 +116,10 @@ class Settings:
     console_database_url: str = ""
     """How the console reads the ledger, as the read-only role ``payments_console``; empty: through
     the embedded server's socket, or ``database_url`` with that role as its user."""
+    console_hosts: str = ""
+    """Host names the console answers to beside ``host``, ``localhost`` and ``127.0.0.1``, comma
+    separated: the name a reverse proxy in front of it forwards. Any other Host is refused, so a
+    page of another site cannot reach it through a name that resolves to loopback."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -268,6 +272,12 @@ class Settings:
             if pair and unquote(pair.partition("=")[0]) not in ("user", "password")
         )
         return urlunsplit(parts._replace(netloc=f"{CONSOLE_DATABASE_USER}@{host}", query=query))
+
+    @property
+    def console_host_names(self) -> tuple[str, ...]:
+        """Every Host name the console answers to."""
+        extra = (name.strip() for name in self.console_hosts.split(","))
+        return tuple(dict.fromkeys([self.host, "localhost", "127.0.0.1", *(name for name in extra if name)]))
 
     @property
     def console_url(self) -> str:

@@ -397,3 +397,18 @@ async def test_a_stuck_invocation_shows_on_the_overview_with_its_key_and_error(
     assert PLANTED in row
     assert (answer.status_code, answer.json()["balance"]) == (200, opened + 500)
     assert await stuck_row(console, account) is None
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.nip.io"])
+async def test_a_request_for_another_host_name_is_refused(console: httpx.AsyncClient, host: str) -> None:
+    response = await console.get("/", headers={"host": host})
+
+    assert response.status_code == 400
+    assert "balance" not in response.text.lower()
+
+
+async def test_localhost_is_one_of_the_consoles_names(stack: LaunchedStack) -> None:
+    async with httpx.AsyncClient(timeout=10) as plain:
+        response = await plain.get(f"http://localhost:{stack.settings.console_port}/")
+
+    assert_answered(response, 200)

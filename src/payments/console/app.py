@@ -25,6 +25,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -417,7 +418,13 @@ def create_app(console: Console) -> Starlette:
             Route("/health", health),
             Mount("/static", static, name="static"),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(SameOrigin)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            # DNS rebinding: another site's page, under a name that resolves to 127.0.0.1, would
+            # otherwise read every page as if it were ours.
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(console.settings.console_host_names)),
+            Middleware(SameOrigin),
+        ],
         exception_handlers={
             HTTPException: _error_page,
             **dict.fromkeys(Unavailable, _unavailable),
