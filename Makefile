@@ -40,7 +40,8 @@ bench-quick: setup wrk
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 
-# Chromium, which the console's browser tests drive through Playwright, comes from Debian's packages.
+# Chromium, which the console's browser tests drive through Playwright, comes from Debian's packages:
+# not pinned to a version, because Debian's security archive keeps only the newest build of it.
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
