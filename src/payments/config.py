@@ -274,10 +274,14 @@ class Settings:
         return urlunsplit(parts._replace(netloc=f"{CONSOLE_DATABASE_USER}@{host}", query=query))
 
     @property
+    def console_proxy_hosts(self) -> tuple[str, ...]:
+        """The host names of ``console_hosts``: those of proxies in front of the console."""
+        return tuple(name.strip() for name in self.console_hosts.split(",") if name.strip())
+
+    @property
     def console_host_names(self) -> tuple[str, ...]:
         """Every Host name the console answers to."""
-        extra = (name.strip() for name in self.console_hosts.split(","))
-        return tuple(dict.fromkeys([self.host, "localhost", "127.0.0.1", *(name for name in extra if name)]))
+        return tuple(dict.fromkeys([self.host, "localhost", "127.0.0.1", *self.console_proxy_hosts]))
 
     @property
     def console_url(self) -> str:

@@ -8,18 +8,15 @@ page that names the rule, a bad query parameter a 400 page; the input is only ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import jinja2
 from starlette.applications import Starlette
@@ -34,20 +31,23 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payments.config import Settings
-from payments.console import chart
+from payments.console import chart, feed
 from payments.console.books import Books, Transfer
 from payments.console.restate import RestateView
 from payments.runtime.admin import AdminError
-from payments.runtime.reconcile import CannotReconcileError, Reconciliation, reconcile
+from payments.runtime.reconcile import (
+    READ_FAILURES,
+    CannotReconcileError,
+    Problem,
+    Reconciliation,
+    StoredPayment,
+    reconcile,
+)
 from payments.service.ledger import AccountNotFoundError, Entry
 from payments.service.validation import ID_MAX_LENGTH, MAX_ENTRY_ID, InvalidInputError, parse_id, printable
 
 LOG = logging.getLogger("payments.console")
 STATEMENT_PAGE: Final = 25
-FEED_BACKLOG: Final = 15
-"""Customer entries the live feed starts with."""
-FEED_POLL_SECONDS: Final = 0.25
-FEED_KEEPALIVE_SECONDS: Final = 15.0
 ACTIVITY_BUCKETS: Final = 60
 ACTIVITY_SECONDS: Final = 10
 """The chart covers ten minutes in slices of ten seconds."""
@@ -60,9 +60,6 @@ SECURITY_HEADERS: Final = (
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 )
-
-Unavailable = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError)
-"""What the ledger or Restate raise when they cannot be read: a 503 page, not a 500."""
 
 
 @dataclass
@@ -143,8 +140,8 @@ async def overview(request: Request) -> Response:
     totals = await console.books.totals()
     buckets = await console.books.activity(buckets=ACTIVITY_BUCKETS, seconds=ACTIVITY_SECONDS)
     invocations, statuses = await console.restate.unfinished()
-    last_minute = buckets[-6:]
-    per_second = sum(bucket.payments + bucket.declined for bucket in last_minute) / 60
+    last_minute = buckets[-7:-1]  # the six newest whole slices: the newest one has only begun
+    per_second = sum(bucket.payments + bucket.declined for bucket in last_minute) / (6 * ACTIVITY_SECONDS)
     return _page(
         request,
         "overview.html",
@@ -192,14 +189,17 @@ async def payment(request: Request) -> Response:
         raise HTTPException(
             404, f"No payment {payment_id!r}: Restate holds nothing for it and the ledger no transfer."
         )
-    stored = stored or {"state": "NEW", "charge": None, "lifecycle": None, "debit_id": None}
+    unreadable = stored.detail if isinstance(stored, Problem) else None
+    if not isinstance(stored, StoredPayment):
+        stored = StoredPayment(payment_id, "UNREADABLE" if unreadable else "NEW", None, None, None)
     timers = [i for i in invocations if i.handler == "expireToken" and i.status == "scheduled"]
     return _page(
         request,
         "payment.html",
         payment_id=payment_id,
         stored=stored,
-        lifecycles=lifecycles(transfers, stored.get("debit_id")),
+        unreadable=unreadable,
+        lifecycles=lifecycles(transfers, stored.debit_id),
         entries=await console.books.ledger.history(payment_id),
         invocations=invocations,
         expiry=timers[0] if timers else None,
@@ -275,37 +275,13 @@ async def run_reconcile(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     """Customer ledger entries as server-sent events, from the entry after ``Last-Event-ID``."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("after")
-    after = int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    after = feed.resume_point(request.headers.get("last-event-id") or request.query_params.get("after"))
     console = _console(request)
     return StreamingResponse(
-        _entry_events(console, after),
+        feed.entry_events(console.books, after, console.stopping, _feed_item, READ_FAILURES),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )
-
-
-async def _entry_events(console: Console, after: int | None) -> AsyncIterator[str]:
-    quiet_since = time.monotonic()
-    yield "retry: 1000\n\n"
-    while not console.stopping.is_set():
-        try:
-            entries = await console.books.entries_after(after, 100 if after is not None else FEED_BACKLOG)
-        except Unavailable as error:
-            LOG.warning("live feed: the ledger cannot be read: %s", error)
-            entries = []
-        for entry in entries:
-            yield f"id: {entry.entry_id}\nevent: entry\ndata: {json.dumps(_feed_item(entry))}\n\n"
-            after = entry.entry_id
-        if after is None:
-            after = 0
-        if entries:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > FEED_KEEPALIVE_SECONDS:
-            quiet_since = time.monotonic()
-            yield ": still here\n\n"
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(console.stopping.wait(), FEED_POLL_SECONDS)
 
 
 def _feed_item(entry: Entry) -> dict[str, Any]:
@@ -333,7 +309,9 @@ async def _error_page(request: Request, error: Exception) -> Response:
         if isinstance(error, HTTPException)
         else "Something went wrong; the console's log says what."
     )
-    if detail == HTTPStatus(status).phrase:  # Starlette's own, for an address that no route takes
+    if (
+        status == 404 and detail == HTTPStatus(status).phrase
+    ):  # Starlette's own, for an address that no route takes
         detail = (
             "The console has no page at this address: it has /, /payments/{id}, /accounts/{id} and /search."
         )
@@ -383,24 +361,29 @@ class SecurityHeaders:
 
 
 class SameOrigin:
-    """Refuses a POST sent by another site's page: the reconcile button is ours alone."""
+    """Refuses a POST sent by another site's page: the reconcile button is ours alone.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The Origin must be the address the request came to (its Host), or a host name of a proxy in
+    front of the console (which may rewrite the Host).
+    """
+
+    def __init__(self, app: ASGIApp, proxies: tuple[str, ...]) -> None:
         self.app = app
+        self.proxies = proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 403 to a POST whose Origin is not this console; pass anything else on."""
         if scope["type"] == "http" and scope["method"] == "POST":
             headers = dict(scope["headers"])
             origin = headers.get(b"origin")
-            host = headers.get(b"host", b"")
-            if origin is not None and origin.partition(b"://")[2] != host:
+            if origin is not None and not self._ours(origin.decode("latin-1"), headers.get(b"host", b"")):
                 await PlainTextResponse("cross-site request refused", status_code=403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-
-Handler = Callable[[Request], Awaitable[Response]]
+    def _ours(self, origin: str, host: bytes) -> bool:
+        parts = urlsplit(origin)
+        return parts.netloc.encode("latin-1") == host or parts.hostname in self.proxies
 
 
 def create_app(console: Console) -> Starlette:
@@ -423,11 +406,11 @@ def create_app(console: Console) -> Starlette:
             # DNS rebinding: another site's page, under a name that resolves to 127.0.0.1, would
             # otherwise read every page as if it were ours.
             Middleware(TrustedHostMiddleware, allowed_hosts=list(console.settings.console_host_names)),
-            Middleware(SameOrigin),
+            Middleware(SameOrigin, proxies=console.settings.console_proxy_hosts),
         ],
         exception_handlers={
             HTTPException: _error_page,
-            **dict.fromkeys(Unavailable, _unavailable),
+            **dict.fromkeys(READ_FAILURES, _unavailable),  # a 503 page, not a 500
             Exception: _failed,
         },
     )

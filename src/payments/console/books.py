@@ -1,7 +1,8 @@
 """What the console reads from the ledger, beside the :class:`Ledger`'s own reads.
 
-Every query is read-only and takes its arguments as bound parameters. The aggregates (totals,
-activity) scan at most the last minutes of transfers, through the index on their creation time.
+Every query is read-only and takes its arguments as bound parameters. The chart's activity reads
+only the last minutes of transfers, through the index on their creation time; the totals read every
+account's row (not every transfer), which is what an overview of balances costs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ class Totals:
     """Cents held by all customer accounts together."""
     system_balances: dict[str, int]
     """The system accounts' balances, by id (``@openings``, ``@deposits``, ``@payments:N``)."""
-    transfers: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +89,16 @@ class Books:
     async def totals(self) -> Totals:
         """Counts and balances over all accounts."""
         rows = await self._pool.fetch("SELECT id, kind, balance FROM ledger_accounts WHERE kind = 'system'")
+        # sum() of bigints is a numeric: many large balances together can pass a bigint.
         customers = await self._pool.fetchrow(
-            "SELECT count(*) AS n, coalesce(sum(balance), 0)::bigint AS held"
+            "SELECT count(*) AS n, coalesce(sum(balance), 0) AS held"
             " FROM ledger_accounts WHERE kind = 'customer'"
         )
         assert customers is not None
-        transfers = await self._pool.fetchval("SELECT count(*) FROM ledger_transfers")
         return Totals(
             customers=customers["n"],
-            customer_balance=customers["held"],
+            customer_balance=int(customers["held"]),
             system_balances={row["id"]: row["balance"] for row in rows},
-            transfers=transfers,
         )
 
     async def activity(self, *, buckets: int, seconds: int) -> list[Bucket]:
@@ -166,29 +165,22 @@ class Books:
             None if row is None else Account(row["id"], row["balance"], row["refundable"], row["opened_at"])
         )
 
-    async def entries_after(self, after: int | None, limit: int) -> list[Entry]:
-        """Customer entries newer than entry ``after``, oldest first; None: the newest ``limit`` of them."""
-        if after is None:
-            rows = await self._pool.fetch(
-                f"""
-                SELECT * FROM (
-                    SELECT {ENTRY_COLUMNS}
-                    FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
-                    WHERE e.account_id NOT LIKE '@%'
-                    ORDER BY e.id DESC LIMIT $1
-                ) newest ORDER BY id
-                """,  # noqa: S608 - the only text pasted is the constant column list
-                limit,
-            )
-        else:
-            rows = await self._pool.fetch(
-                f"""
-                SELECT {ENTRY_COLUMNS}
-                FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
-                WHERE e.id > $1 AND e.account_id NOT LIKE '@%'
-                ORDER BY e.id LIMIT $2
-                """,  # noqa: S608 - the only text pasted is the constant column list
-                after,
-                limit,
-            )
+    async def newest_entry_id(self) -> int:
+        """The highest entry id visible now; 0 for an empty ledger."""
+        newest: int = await self._pool.fetchval("SELECT coalesce(max(id), 0) FROM ledger_entries")
+        return newest
+
+    async def entries_since(self, after: int, also: list[int], limit: int) -> list[Entry]:
+        """Entries of every account above id ``after``, and those among the ids ``also``; by id."""
+        rows = await self._pool.fetch(
+            f"""
+            SELECT {ENTRY_COLUMNS}
+            FROM ledger_entries e JOIN ledger_transfers t ON t.id = e.transfer_id
+            WHERE e.id > $1 OR e.id = ANY($2::bigint[])
+            ORDER BY e.id LIMIT $3
+            """,  # noqa: S608 - the only text pasted is the constant column list
+            after,
+            also,
+            limit,
+        )
         return [entry_from_row(row) for row in rows]

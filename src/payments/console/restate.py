@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from payments.runtime.admin import Admin
+from payments.runtime.reconcile import STATE_QUERY, UNDER_WAY, Problem, StoredPayment, stored_payment
 
 SERVICES: Final = ("payments", "accounts")
 """Our virtual objects, whose invocations the console shows."""
@@ -37,7 +38,6 @@ class Invocation:
     handler: str
     status: str
     created_at: str
-    modified_at: str | None
     scheduled_start_at: str | None
     """When a delayed call (an expiry timer) runs."""
     attempts: int
@@ -56,7 +56,6 @@ class Invocation:
             handler=row["target_handler_name"],
             status=row["status"],
             created_at=row["created_at"],
-            modified_at=row.get("modified_at"),
             scheduled_start_at=row.get("scheduled_start_at"),
             attempts=row.get("retry_count") or 0,
             next_retry_at=row.get("next_retry_at"),
@@ -100,16 +99,10 @@ class RestateView:
         counts.update({row["state"]: row["ids"] for row in rows})
         return counts
 
-    async def stored_payment(self, payment_id: str) -> dict[str, Any] | None:
-        """What Restate stores for ``payment_id`` (state, charge, lifecycle, debit id); None: NEW."""
-        rows = await self._admin.query(
-            "SELECT value_utf8 FROM state WHERE service_name = 'payments' AND key = 'payment'"  # noqa: S608 - literal()
-            f" AND service_key = {literal(payment_id)}"
-        )
-        if not rows:
-            return None
-        stored: dict[str, Any] = json.loads(rows[0]["value_utf8"])
-        return stored
+    async def stored_payment(self, payment_id: str) -> StoredPayment | Problem | None:
+        """What Restate stores for ``payment_id``, or why it cannot be read; None: nothing (NEW)."""
+        rows = await self._admin.query(f"{STATE_QUERY} AND service_key = {literal(payment_id)}")
+        return stored_payment(payment_id, rows[0]["value"]) if rows else None
 
     async def invocations_of(self, service: str, key: str) -> list[Invocation]:
         """The invocations Restate holds for the object ``service/key``, newest first."""
@@ -125,7 +118,7 @@ class RestateView:
 
         A delayed call that waits for its time (an expiry timer) is ``scheduled``, not under way.
         """
-        under_way = f"{_OURS} AND status NOT IN ('completed', 'scheduled')"
+        under_way = f"{_OURS} AND {UNDER_WAY}"
         counts = {
             row["status"]: row["n"]
             for row in await self._admin.query(

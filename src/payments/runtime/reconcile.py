@@ -42,11 +42,16 @@ STATE_QUERY: Final = (
     "SELECT service_key, value FROM state WHERE service_name = 'payments' AND key = 'payment'"
 )
 """Every payment id's stored state; ``value`` comes back as the hex of the stored JSON's bytes."""
+UNDER_WAY: Final = "status NOT IN ('completed', 'scheduled')"
+"""The condition on ``sys_invocation`` of an invocation under way (an expiry timer that has not
+fired is not one)."""
 BUSY_QUERY: Final = (
-    "SELECT DISTINCT target_service_key AS payment_id FROM sys_invocation"
-    " WHERE target_service_name = 'payments' AND status NOT IN ('completed', 'scheduled')"
+    "SELECT DISTINCT target_service_key AS payment_id FROM sys_invocation"  # noqa: S608 - constants only
+    f" WHERE target_service_name = 'payments' AND {UNDER_WAY}"
 )
-"""Payment ids with an invocation under way (an expiry timer that has not fired is not one)."""
+"""Payment ids with an invocation under way."""
+READ_FAILURES: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError)
+"""What reading the ledger or Restate's admin API raises when either cannot be read."""
 
 
 class CannotReconcileError(RuntimeError):
@@ -338,6 +343,8 @@ async def read_ledger(url: str, payment_ids: Sequence[str], window_seconds: floa
     connection = await asyncpg.connect(url)
     try:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
+            # A role may default to a statement timeout (the console's does): a whole ledger takes longer.
+            await connection.execute("SET LOCAL statement_timeout = 0")
             problems = [
                 Problem(check.name, subject, detail)
                 for check in LEDGER_CHECKS
@@ -378,7 +385,7 @@ async def reconcile(settings: Settings, ledger_url: str | None = None) -> Reconc
             )
             after = await _stored_states(admin)
             busy = {row["payment_id"] for row in await admin.query(BUSY_QUERY)}
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError) as error:
+    except READ_FAILURES as error:
         raise CannotReconcileError(f"cannot reconcile: {type(error).__name__}: {error}") from error
     at_rest = sorted(p for p, value in before.items() if after.get(p) == value and p not in busy)
     problems = list(ledger.problems)

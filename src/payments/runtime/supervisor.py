@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import httpx
 
-from payments.config import Node, Part, Settings
+from payments.config import PREFIX, Node, Part, Settings
 from payments.runtime import health, identity, postgres, processes, restate_server
 from payments.runtime.admin import Admin, AdminError
 
@@ -131,10 +131,13 @@ class Supervisor:
             pid_file=settings.pid_file(Part.SERVICE),
             log=_open_log(logs / "service.log"),
         )
+        # The console gets its read-only role's URL and never the service's, which may hold a password.
+        console_env = {key: value for key, value in env.items() if key != f"{PREFIX}DATABASE_URL"}
+        console_env[f"{PREFIX}CONSOLE_DATABASE_URL"] = settings.console_ledger_url
         self.console = Child(
             name=Part.CONSOLE,
             argv=[sys.executable, "-m", "payments.console.serve"],
-            env=env,
+            env=console_env,
             ready=health.answering([settings.console_health_url]),
             pid_file=settings.pid_file(Part.CONSOLE),
             log=_open_log(logs / "console.log"),

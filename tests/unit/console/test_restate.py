@@ -43,7 +43,6 @@ def test_an_invocation_without_its_optional_columns_has_no_attempts_and_no_failu
         handler="makePayment",
         status="backing-off",
         created_at="2024-05-01T12:00:00.000Z",
-        modified_at=None,
         scheduled_start_at=None,
         attempts=0,
         next_retry_at=None,
@@ -68,13 +67,12 @@ def test_an_invocation_reads_every_optional_column() -> None:
     invocation = Invocation.from_row(row)
 
     assert (
-        invocation.modified_at,
         invocation.scheduled_start_at,
         invocation.attempts,
         invocation.next_retry_at,
         invocation.last_failure,
         invocation.last_failure_code,
-    ) == ("2024-05-01T12:00:01Z", "2024-05-02T12:00:00Z", 3, "2024-05-01T12:00:05Z", "ledger down", "RT0007")
+    ) == ("2024-05-02T12:00:00Z", 3, "2024-05-01T12:00:05Z", "ledger down", "RT0007")
     assert not invocation.stuck
 
 

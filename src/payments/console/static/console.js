@@ -29,6 +29,8 @@ function startFeed(body) {
   source.onerror = () => { state.textContent = "reconnecting"; state.className = "pill down"; };
   source.addEventListener("entry", (event) => {
     const entry = JSON.parse(event.data);
+    // After a reconnection the server may send again what this page already shows.
+    if (body.querySelector(`tr[data-entry="${Number(entry.id)}"]`)) return;
     const row = body.insertRow(0);
     row.className = "fresh";
     row.dataset.entry = entry.id;

@@ -3,8 +3,9 @@
 --
 -- payments_console logs in without a password through the embedded server's socket (which trusts
 -- local users); for a server of its own an operator gives it a password, or creates it beforehand
--- when the service's user may not create roles (docs/deployment.md). A role made here is read-only
--- by default in every transaction too, on top of having no right to write.
+-- when the service's role may not create roles (docs/deployment.md). A role made here is read-only
+-- by default in every transaction too, on top of having no right to write. A service whose role
+-- cannot create it still migrates (with a warning): the console is optional, payments are not.
 
 DO $$
 BEGIN
@@ -16,15 +17,20 @@ BEGIN
 EXCEPTION
     -- Another database of the same cluster created it meanwhile: roles belong to the cluster.
     WHEN duplicate_object OR unique_violation THEN NULL;
+    WHEN insufficient_privilege THEN
+        RAISE WARNING 'role payments_console not created (%): the console cannot read the ledger until'
+            ' an administrator creates it (docs/deployment.md)', SQLERRM;
 END
 $$;
 
+-- Only what the tables' owner may always grant: connecting to the database and using the schema
+-- are everyone's rights unless an administrator took them away.
 DO $$
 BEGIN
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO payments_console', current_database());
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_console') THEN
+        GRANT SELECT ON ledger_accounts, ledger_transfers, ledger_entries TO payments_console;
+    END IF;
 END
 $$;
-GRANT USAGE ON SCHEMA public TO payments_console;
-GRANT SELECT ON ledger_accounts, ledger_transfers, ledger_entries TO payments_console;
 
-CREATE INDEX ledger_transfers_created ON ledger_transfers (created_at);
+CREATE INDEX IF NOT EXISTS ledger_transfers_created ON ledger_transfers (created_at);
