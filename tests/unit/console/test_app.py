@@ -1,12 +1,15 @@
-"""The console's formatting of amounts and times, and how it groups a payment id's transfers."""
+"""The console's formatting of amounts and times, how it groups a payment id's transfers, and whose
+POSTs it takes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
 
-from payments.console.app import Lifecycle, lifecycles, moment, money
+from payments.console.app import Lifecycle, SameOrigin, lifecycles, moment, money
 from payments.console.books import Transfer
 
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -83,3 +86,38 @@ def test_each_debit_is_its_own_lifecycle_and_only_the_stored_one_is_current() ->
 
 def test_no_transfers_no_lifecycles() -> None:
     assert lifecycles([], "p:1") == []
+
+
+async def reached(scope: Scope, receive: Receive, send: Send) -> None:
+    await PlainTextResponse("reached")(scope, receive, send)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        (b"http://127.0.0.1:9090", 200),
+        (b"https://console.example.com", 200),
+        (None, 200),
+        (b"http://localhost:3000", 403),
+        (b"null", 403),
+        (b"https://console.example.com.evil.example", 403),
+    ],
+    ids=["same-address", "proxy", "no-origin", "other-port", "null", "proxy-name-as-prefix"],
+)
+async def test_a_post_passes_from_the_consoles_own_address_or_its_proxys_name(
+    origin: bytes | None, status: int
+) -> None:
+    headers = [(b"host", b"127.0.0.1:9090")] + ([(b"origin", origin)] if origin is not None else [])
+    scope: Scope = {"type": "http", "method": "POST", "path": "/reconcile", "headers": headers}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await SameOrigin(reached, proxies=("console.example.com",))(scope, receive, send)
+
+    assert sent[0]["status"] == status
