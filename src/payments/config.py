@@ -276,7 +276,8 @@ class Settings:
     @property
     def console_proxy_hosts(self) -> tuple[str, ...]:
         """The host names of ``console_hosts``: those of proxies in front of the console."""
-        return tuple(name.strip() for name in self.console_hosts.split(",") if name.strip())
+        # Lower case, as URL parsing gives a host name back.
+        return tuple(name.strip().lower() for name in self.console_hosts.split(",") if name.strip())
 
     @property
     def console_host_names(self) -> tuple[str, ...]:

@@ -134,8 +134,9 @@ HOSTILE_IDS: Final = [
     pytest.param("a%20b", "a b", id="space"),
     pytest.param("a%2Fb", "a/b", id="slash"),
     pytest.param("nul%00", "\\x00", id="nul"),
-    pytest.param("%FF", "", id="invalid-utf8"),
-    pytest.param("%ED%A0%80", "", id="surrogate-as-utf8"),
+    # Not UTF-8: each byte that cannot be read is a replacement character, shown escaped.
+    pytest.param("%FF", "&#39;\\ufffd&#39;", id="invalid-utf8"),
+    pytest.param("%ED%A0%80", "&#39;\\ufffd\\ufffd\\ufffd&#39;", id="surrogate-as-utf8"),
 ]
 
 

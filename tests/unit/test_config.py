@@ -307,7 +307,7 @@ def test_the_console_may_take_the_database_port_when_the_database_is_not_ours() 
 
 
 def test_the_console_answers_to_its_host_loopback_names_and_those_given() -> None:
-    settings = Settings(host="10.0.0.5", console_hosts=" console.example.com, ,10.0.0.5,ops.internal ")
+    settings = Settings(host="10.0.0.5", console_hosts=" Console.Example.com, ,10.0.0.5,ops.internal ")
 
     assert settings.console_host_names == (
         "10.0.0.5",

@@ -131,7 +131,7 @@ def _path_id(request: Request, name: str, what: str) -> str:
     try:
         return parse_id(raw, name)
     except InvalidInputError:
-        raise HTTPException(404, f"No {what} can have the id {printable(raw)!r}. {ID_RULE}") from None
+        raise HTTPException(404, f"No {what} can have the id '{printable(raw)}'. {ID_RULE}") from None
 
 
 async def overview(request: Request) -> Response:
@@ -218,7 +218,7 @@ def _cursor(request: Request) -> int | None:
         or not 1 <= int(raw) <= MAX_ENTRY_ID
     ):
         raise HTTPException(
-            400, f"before: must be an entry id from 1 to {MAX_ENTRY_ID}, not {printable(raw)!r}"
+            400, f"before: must be an entry id from 1 to {MAX_ENTRY_ID}, not '{printable(raw)}'"
         )
     return int(raw)
 
@@ -248,7 +248,7 @@ async def search(request: Request) -> Response:
     try:
         wanted = parse_id(raw, "q")
     except InvalidInputError:
-        raise HTTPException(400, f"Nothing can have the id {printable(raw)!r}. {ID_RULE}") from None
+        raise HTTPException(400, f"Nothing can have the id '{printable(raw)}'. {ID_RULE}") from None
     console = _console(request)
     if await console.restate.stored_payment(wanted) is not None or await console.books.transfers_of(wanted):
         return RedirectResponse(request.url_for("payment", payment_id=wanted), status_code=303)
@@ -382,8 +382,12 @@ class SameOrigin:
         await self.app(scope, receive, send)
 
     def _ours(self, origin: str, host: bytes) -> bool:
-        parts = urlsplit(origin)
-        return parts.netloc.encode("latin-1") == host or parts.hostname in self.proxies
+        try:
+            parts = urlsplit(origin)
+            hostname = parts.hostname
+        except ValueError:  # not a URL (`http://[`): nobody's origin
+            return False
+        return parts.netloc.encode("latin-1") == host or hostname in self.proxies
 
 
 def create_app(console: Console) -> Starlette:

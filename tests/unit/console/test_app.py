@@ -102,8 +102,9 @@ async def reached(scope: Scope, receive: Receive, send: Send) -> None:
         (b"http://localhost:3000", 403),
         (b"null", 403),
         (b"https://console.example.com.evil.example", 403),
+        (b"http://[", 403),
     ],
-    ids=["same-address", "proxy", "no-origin", "other-port", "null", "proxy-name-as-prefix"],
+    ids=["same-address", "proxy", "no-origin", "other-port", "null", "proxy-name-as-prefix", "not-a-url"],
 )
 async def test_a_post_passes_from_the_consoles_own_address_or_its_proxys_name(
     origin: bytes | None, status: int
