@@ -141,7 +141,7 @@ async def overview(request: Request) -> Response:
     buckets = await console.books.activity(buckets=ACTIVITY_BUCKETS, seconds=ACTIVITY_SECONDS)
     invocations, statuses = await console.restate.unfinished()
     last_minute = buckets[-7:-1]  # the six newest whole slices: the newest one has only begun
-    per_second = sum(bucket.payments + bucket.declined for bucket in last_minute) / (6 * ACTIVITY_SECONDS)
+    per_second = sum(b.payments + b.declined for b in last_minute) / (len(last_minute) * ACTIVITY_SECONDS)
     return _page(
         request,
         "overview.html",
@@ -187,7 +187,7 @@ async def payment(request: Request) -> Response:
     invocations = await console.restate.invocations_of("payments", payment_id)
     if stored is None and not transfers and not invocations:
         raise HTTPException(
-            404, f"No payment {payment_id!r}: Restate holds nothing for it and the ledger no transfer."
+            404, f"No payment '{payment_id}': Restate holds nothing for it and the ledger no transfer."
         )
     unreadable = stored.detail if isinstance(stored, Problem) else None
     if not isinstance(stored, StoredPayment):
@@ -231,12 +231,12 @@ async def account(request: Request) -> Response:
     found = await console.books.account(account_id)
     if found is None:
         raise HTTPException(
-            404, f"No account {account_id!r} in the ledger: nobody opened it or paid from it."
+            404, f"No account '{account_id}' in the ledger: nobody opened it or paid from it."
         )
     try:
         statement = await console.books.ledger.statement(account_id, before=before, limit=STATEMENT_PAGE)
     except AccountNotFoundError:
-        raise HTTPException(404, f"No account {account_id!r} in the ledger.") from None
+        raise HTTPException(404, f"No account '{account_id}' in the ledger.") from None
     return _page(request, "account.html", account=found, statement=statement, before=before)
 
 
@@ -254,7 +254,7 @@ async def search(request: Request) -> Response:
         return RedirectResponse(request.url_for("payment", payment_id=wanted), status_code=303)
     if await console.books.account(wanted) is not None:
         return RedirectResponse(request.url_for("account", account_id=wanted), status_code=303)
-    raise HTTPException(404, f"No payment and no account has the id {wanted!r}.")
+    raise HTTPException(404, f"No payment and no account has the id '{wanted}'.")
 
 
 async def run_reconcile(request: Request) -> Response:
@@ -309,9 +309,8 @@ async def _error_page(request: Request, error: Exception) -> Response:
         if isinstance(error, HTTPException)
         else "Something went wrong; the console's log says what."
     )
-    if (
-        status == 404 and detail == HTTPStatus(status).phrase
-    ):  # Starlette's own, for an address that no route takes
+    # Starlette's own text, for an address that no route takes.
+    if status == 404 and detail == HTTPStatus(status).phrase:
         detail = (
             "The console has no page at this address: it has /, /payments/{id}, /accounts/{id} and /search."
         )

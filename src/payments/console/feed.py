@@ -27,7 +27,9 @@ BACKLOG_IDS: Final = 30
 CATCH_UP_IDS: Final = 500
 """A feed that resumes further back than this starts afresh instead of replaying the ledger."""
 GAP_PATIENCE_SECONDS: Final = 60.0
-"""How long a gap is asked for again: longer than any transaction of the ledger stays open."""
+"""How long a gap is asked for again. A ledger write is one statement of milliseconds; one that
+commits later than this (a server frozen for a minute) is missed by the feeds open meanwhile, not
+by the pages, which read the ledger itself."""
 MAX_GAPS: Final = 2000
 READ_LIMIT: Final = 200
 POLL_SECONDS: Final = 0.25
@@ -53,6 +55,12 @@ class FeedCursor:
         """The gaps to ask for again."""
         return sorted(self.gaps)
 
+    @property
+    def watermark(self) -> int:
+        """The id up to which every entry was seen: where a feed that reconnects resumes."""
+        assert self.after is not None, "start the cursor first"
+        return min(self.gaps, default=self.after + 1) - 1
+
     def saw(self, ids: Iterable[int], now: float) -> None:
         """Take in the ids one read returned (above :attr:`after`, or gaps), at time ``now``."""
         assert self.after is not None, "start the cursor first"
@@ -61,7 +69,9 @@ class FeedCursor:
             self.gaps.pop(entry_id, None)
         newest = max(seen, default=self.after)
         if newest > self.after:
-            self.gaps.update(dict.fromkeys(set(range(self.after + 1, newest)) - seen, now))
+            # Only the newest MAX_GAPS are kept anyway: a jump of the ids (a restore) costs no more.
+            passed = range(max(self.after + 1, newest - MAX_GAPS), newest)
+            self.gaps.update(dict.fromkeys(set(passed) - seen, now))
             self.after = newest
         expired = [entry_id for entry_id, since in self.gaps.items() if now - since > GAP_PATIENCE_SECONDS]
         for entry_id in expired:
@@ -105,11 +115,13 @@ async def entry_events(
             LOG.warning("live feed: the ledger cannot be read: %s", error)
         customers = [entry for entry in entries if not entry.account_id.startswith("@")]
         for entry in customers:
-            yield f"id: {entry.entry_id}\nevent: entry\ndata: {json.dumps(shown(entry))}\n\n"
+            # The event's id is where a reconnection resumes: below every gap, so none is lost.
+            yield f"id: {cursor.watermark}\nevent: entry\ndata: {json.dumps(shown(entry))}\n\n"
         if customers:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
             quiet_since = time.monotonic()
             yield ": still here\n\n"
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
+        if len(entries) < READ_LIMIT:  # a full read means more are waiting: read on at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), POLL_SECONDS)

@@ -147,11 +147,25 @@ def stored_payment(payment_id: str, value_hex: str) -> StoredPayment | Problem:
             charge.get("amount"),
             stored.get("debit_id"),
         )
+        _check_types(payment)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         return Problem(
             "unreadable-state", payment_id, f"Restate's stored payment is not readable ({error!r})"
         )
     return payment
+
+
+def _check_types(payment: StoredPayment) -> None:
+    """Raise TypeError unless every field holds what the service stores there."""
+    texts = (payment.account_id, payment.debit_id)
+    if not isinstance(payment.state, str) or not all(
+        text is None or (text and isinstance(text, str)) for text in texts
+    ):
+        raise TypeError("state, account_id and debit_id must be non-empty strings")
+    if payment.amount is not None and (
+        not isinstance(payment.amount, int) or isinstance(payment.amount, bool)
+    ):
+        raise TypeError(f"amount must be an integer, not {payment.amount!r}")
 
 
 def payment_problems(

@@ -103,3 +103,23 @@ def test_a_resume_point_is_a_plain_entry_id() -> None:
         None,
         None,
     ]
+
+
+def test_the_watermark_stays_below_the_oldest_gap_until_it_shows() -> None:
+    cursor = started(10)
+
+    cursor.saw([11, 13, 14], now=0.0)
+    below_the_gap = cursor.watermark
+    cursor.saw([12], now=1.0)
+
+    assert (below_the_gap, cursor.watermark) == (11, 14)
+
+
+def test_a_feed_resumed_at_the_watermark_asks_again_for_what_it_had_not_seen() -> None:
+    first = started(10)
+    first.saw([11, 13], now=0.0)
+
+    resumed = FeedCursor(first.watermark)
+    resumed.start(13)
+
+    assert resumed.after == 11

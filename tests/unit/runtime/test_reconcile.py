@@ -51,7 +51,31 @@ def test_a_tombstone_has_no_charge() -> None:
     assert stored_payment("p", json.dumps(value).encode().hex()) == cancelled(None)
 
 
-@pytest.mark.parametrize("value", ["zz", b"not json".hex(), b"[]".hex(), b'{"charge": null}'.hex()])
+def stored(charge: object, **fields: object) -> str:
+    return (
+        json.dumps({"state": "COMPLETED", "charge": charge, "debit_id": "payment:inv_1", **fields})
+        .encode()
+        .hex()
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "zz",
+        b"not json".hex(),
+        b"[]".hex(),
+        b'{"charge": null}'.hex(),
+        # Fields of the wrong kind: the console would fail to show them.
+        stored({"account_id": "abc", "amount": "12"}),
+        stored({"account_id": "abc", "amount": 12.5}),
+        stored({"account_id": "abc", "amount": True}),
+        stored({"account_id": "", "amount": 12}),
+        stored({"account_id": 7, "amount": 12}),
+        stored({"account_id": "abc", "amount": 12}, state=3),
+        stored({"account_id": "abc", "amount": 12}, debit_id=["x"]),
+    ],
+)
 def test_an_unreadable_state_is_a_problem(value: str) -> None:
     read = stored_payment("p", value)
     assert isinstance(read, Problem)

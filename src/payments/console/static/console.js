@@ -3,6 +3,7 @@
 "use strict";
 
 const FEED_ROWS = 50;
+const REMEMBERED = 5000;
 
 function cell(row, text, className) {
   const td = row.insertCell();
@@ -24,13 +25,18 @@ function link(td, href, text) {
 function startFeed(body) {
   const state = document.getElementById("feed-state");
   const to = (template, id) => template.replace(/ID$/, encodeURIComponent(id));
+  const shown = new Set();
+  const order = [];
   const source = new EventSource(body.dataset.source);
   source.onopen = () => { state.textContent = "live"; state.className = "pill live"; };
   source.onerror = () => { state.textContent = "reconnecting"; state.className = "pill down"; };
   source.addEventListener("entry", (event) => {
     const entry = JSON.parse(event.data);
-    // After a reconnection the server may send again what this page already shows.
-    if (body.querySelector(`tr[data-entry="${Number(entry.id)}"]`)) return;
+    // A reconnection resumes below the oldest entry not yet seen: some may come again.
+    if (shown.has(entry.id)) return;
+    shown.add(entry.id);
+    order.push(entry.id);
+    if (order.length > REMEMBERED) shown.delete(order.shift());
     const row = body.insertRow(0);
     row.className = "fresh";
     row.dataset.entry = entry.id;

@@ -12,10 +12,15 @@ for what is here a loop over a few files.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from importlib import resources
 from typing import Final
 
+import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+LOG = logging.getLogger("payments.ledger")
 
 LOCK_KEY: Final = 0x1ED6E5
 """The advisory lock migrations hold; any constant no other user of the database takes."""
@@ -40,7 +45,27 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 async def migrate(connection: PoolConnectionProxy) -> list[str]:
-    """Apply the migrations ``connection``'s database lacks; the names of those applied now."""
+    """Apply the migrations ``connection``'s database lacks; the names of those applied now.
+
+    A migration's warnings (a role it could not create) go to this process's log: asyncpg drops
+    them otherwise.
+    """
+    connection.add_log_listener(_log_warning)
+    try:
+        applied = await _apply(connection)
+        await asyncio.sleep(0)  # asyncpg hands a notice to its listeners at the loop's next turn
+        return applied
+    finally:
+        # A connection that goes back to its pool with a listener still on it makes asyncpg warn.
+        connection.remove_log_listener(_log_warning)
+
+
+def _log_warning(_: object, message: asyncpg.PostgresLogMessage) -> None:
+    if message.severity == "WARNING":
+        LOG.warning("ledger migration: %s", message.message)
+
+
+async def _apply(connection: PoolConnectionProxy) -> list[str]:
     applied = []
     for version, name, sql in migrations():
         async with connection.transaction():
