@@ -7,10 +7,13 @@ ids that passed the contract's id rule, quoted by :func:`literal` all the same.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from payments.runtime.admin import Admin
+import httpx
+
+from payments.runtime.admin import Admin, AdminError
 from payments.runtime.reconcile import STATE_QUERY, UNDER_WAY, Problem, StoredPayment, stored_payment
 
 SERVICES: Final = ("payments", "accounts")
@@ -78,10 +81,30 @@ def _without_stack(failure: str | None) -> str | None:
 
 
 class RestateView:
-    """Restate's side of the payments, read through the admin API at ``admin``."""
+    """Restate's side of the payments, read through the admin APIs of its nodes.
 
-    def __init__(self, admin: Admin) -> None:
-        self._admin = admin
+    A query goes to the node that answered last; when that node does not answer, to the next: in a
+    cluster the console goes on while any node serves its admin API.
+    """
+
+    def __init__(self, admins: Sequence[Admin]) -> None:
+        assert admins, "at least one node"
+        self._admins = list(admins)
+        self._current = 0
+
+    async def _query(self, sql: str) -> list[dict[str, Any]]:
+        failure: Exception | None = None
+        for step in range(len(self._admins)):
+            index = (self._current + step) % len(self._admins)
+            try:
+                rows = await self._admins[index].query(sql)
+            except (AdminError, httpx.TransportError) as error:
+                failure = error
+                continue
+            self._current = index
+            return rows
+        assert failure is not None
+        raise failure
 
     async def state_counts(self) -> dict[str, int]:
         """How many payment ids Restate holds in each stored state."""
@@ -91,7 +114,7 @@ class RestateView:
             f"WHEN strpos(value_utf8, {needle}) > 0 THEN {literal(state)}"
             for state, needle in needles.items()
         )
-        rows = await self._admin.query(
+        rows = await self._query(
             f"SELECT CASE {cases} ELSE 'other' END AS state, count(*) AS ids FROM state"  # noqa: S608 - literal()
             " WHERE service_name = 'payments' AND key = 'payment' GROUP BY 1"
         )
@@ -101,12 +124,12 @@ class RestateView:
 
     async def stored_payment(self, payment_id: str) -> StoredPayment | Problem | None:
         """What Restate stores for ``payment_id``, or why it cannot be read; None: nothing (NEW)."""
-        rows = await self._admin.query(f"{STATE_QUERY} AND service_key = {literal(payment_id)}")
+        rows = await self._query(f"{STATE_QUERY} AND service_key = {literal(payment_id)}")
         return stored_payment(payment_id, rows[0]["value"]) if rows else None
 
     async def invocations_of(self, service: str, key: str) -> list[Invocation]:
         """The invocations Restate holds for the object ``service/key``, newest first."""
-        rows = await self._admin.query(
+        rows = await self._query(
             f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation"  # noqa: S608 - values through literal()
             f" WHERE target_service_name = {literal(service)} AND target_service_key = {literal(key)}"
             " ORDER BY created_at DESC LIMIT 100"
@@ -121,11 +144,11 @@ class RestateView:
         under_way = f"{_OURS} AND {UNDER_WAY}"
         counts = {
             row["status"]: row["n"]
-            for row in await self._admin.query(
+            for row in await self._query(
                 f"SELECT status, count(*) AS n FROM sys_invocation WHERE {under_way} GROUP BY status"  # noqa: S608 - constants only
             )
         }
-        rows = await self._admin.query(
+        rows = await self._query(
             f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation WHERE {under_way}"  # noqa: S608 - constants only
             " ORDER BY CASE WHEN status IN ('paused', 'backing-off') THEN 0 ELSE 1 END, created_at"
             f" LIMIT {UNFINISHED_LIMIT}"

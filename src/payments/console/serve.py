@@ -7,6 +7,7 @@ live feeds' streams before it stops serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -29,8 +30,11 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     books = await Books.connect(settings.console_ledger_url)
     try:
-        async with Admin(settings.admin_url) as admin:
-            console = Console(settings, books, RestateView(admin), stopping=stop)
+        async with contextlib.AsyncExitStack() as admins:
+            nodes = [
+                await admins.enter_async_context(Admin(node.admin_url)) for node in settings.restate_nodes
+            ]
+            console = Console(settings, books, RestateView(nodes), stopping=stop)
             await serve_until(create_app(console), settings.host, settings.console_port, stop)
     finally:
         await books.close()
