@@ -9,7 +9,8 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
-from payments.console.app import ID_RULE, STATEMENT_PAGE, money
+from payments.console.app import ID_RULE, STATEMENT_PAGE
+from payments.console.formats import money
 from payments.service.validation import ID_MAX_LENGTH
 from tests.e2e.conftest import Activity, Api
 

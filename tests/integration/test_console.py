@@ -20,7 +20,8 @@ import pytest
 from markupsafe import escape
 
 from payments.client import PaymentsClient
-from payments.console.app import ID_RULE, money
+from payments.console.app import ID_RULE
+from payments.console.formats import money
 from payments.domain.balances import MAX_BALANCE
 from payments.runtime.admin import Admin
 from payments.service.validation import MAX_ENTRY_ID

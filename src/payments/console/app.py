@@ -32,7 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payments.config import Settings
 from payments.console import chart, feed
-from payments.console.books import Books, Transfer
+from payments.console.books import Books, PaymentTransfer
+from payments.console.formats import moment, money
 from payments.console.restate import RestateView
 from payments.runtime.admin import AdminError
 from payments.runtime.reconcile import (
@@ -43,7 +44,6 @@ from payments.runtime.reconcile import (
     StoredPayment,
     reconcile,
 )
-from payments.service.ledger import AccountNotFoundError, Entry
 from payments.service.validation import ID_MAX_LENGTH, MAX_ENTRY_ID, InvalidInputError, parse_id, printable
 
 LOG = logging.getLogger("payments.console")
@@ -82,23 +82,6 @@ class Console:
     restate: RestateView
     stopping: asyncio.Event
     last_reconcile: LastReconcile = field(default_factory=LastReconcile)
-
-
-def money(cents: int | None) -> str:
-    """Cents as an amount with two decimals and thousands separators: ``-1,234.05``."""
-    if cents is None:
-        return "—"
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole:,}.{part:02d}"
-
-
-def moment(value: datetime | str | None) -> str:
-    """A time in UTC to the second, the way every page shows it."""
-    if value is None:
-        return "—"
-    when = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _templates() -> Jinja2Templates:
@@ -162,13 +145,13 @@ async def overview(request: Request) -> Response:
 class Lifecycle:
     """One debit of a payment id (posted or declined) and its refund, if any."""
 
-    debit: Transfer
-    refund: Transfer | None
+    debit: PaymentTransfer
+    refund: PaymentTransfer | None
     current: bool
     """Whether Restate's stored state names this debit."""
 
 
-def lifecycles(transfers: list[Transfer], current_debit: str | None) -> list[Lifecycle]:
+def lifecycles(transfers: list[PaymentTransfer], current_debit: str | None) -> list[Lifecycle]:
     """A payment id's debits, oldest first, each with its refund."""
     refunds = {transfer.refund_of: transfer for transfer in transfers if transfer.refund_of}
     return [
@@ -233,10 +216,7 @@ async def account(request: Request) -> Response:
         raise HTTPException(
             404, f"No account '{account_id}' in the ledger: nobody opened it or paid from it."
         )
-    try:
-        statement = await console.books.ledger.statement(account_id, before=before, limit=STATEMENT_PAGE)
-    except AccountNotFoundError:
-        raise HTTPException(404, f"No account '{account_id}' in the ledger.") from None
+    statement = await console.books.ledger.statement(account_id, before=before, limit=STATEMENT_PAGE)
     return _page(request, "account.html", account=found, statement=statement, before=before)
 
 
@@ -278,23 +258,10 @@ async def events(request: Request) -> Response:
     after = feed.resume_point(request.headers.get("last-event-id") or request.query_params.get("after"))
     console = _console(request)
     return StreamingResponse(
-        feed.entry_events(console.books, after, console.stopping, _feed_item, READ_FAILURES),
+        feed.entry_events(console.books, after, console.stopping),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )
-
-
-def _feed_item(entry: Entry) -> dict[str, Any]:
-    return {
-        "id": entry.entry_id,
-        "time": moment(entry.created_at),
-        "kind": entry.kind,
-        "account": entry.account_id,
-        "payment": entry.payment_id,
-        "amount": money(entry.amount),
-        "negative": entry.amount < 0,
-        "balance": money(entry.balance_after),
-    }
 
 
 async def health(_: Request) -> Response:

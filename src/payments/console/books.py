@@ -43,7 +43,7 @@ class Bucket:
 
 
 @dataclass(frozen=True, slots=True)
-class Transfer:
+class PaymentTransfer:
     """A transfer of a payment id: its debit (posted or declined) or the refund of a debit."""
 
     transfer_id: str
@@ -129,7 +129,7 @@ class Books:
             for row in rows
         ]
 
-    async def transfers_of(self, payment_id: str) -> list[Transfer]:
+    async def transfers_of(self, payment_id: str) -> list[PaymentTransfer]:
         """Every transfer of ``payment_id`` (its debits, declined too, and their refunds), oldest first."""
         rows = await self._pool.fetch(
             """
@@ -142,7 +142,7 @@ class Books:
             payment_id,
         )
         return [
-            Transfer(
+            PaymentTransfer(
                 row["id"],
                 row["kind"],
                 row["account"],

@@ -14,11 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from payments.console.books import Books
+from payments.console.formats import moment, money
+from payments.runtime.reconcile import READ_FAILURES
 from payments.service.ledger import Entry
 
 LOG = logging.getLogger("payments.console")
@@ -91,12 +93,10 @@ async def entry_events(
     books: Books,
     after: int | None,
     stopping: asyncio.Event,
-    shown: Callable[[Entry], dict[str, Any]],
-    failures: tuple[type[Exception], ...],
 ) -> AsyncIterator[str]:
-    """Server-sent events of customer entries (each ``shown`` as JSON) until ``stopping`` is set.
+    """Server-sent events of customer entries, as JSON, until ``stopping`` is set.
 
-    A read that fails (``failures``) is logged and tried again at the next poll.
+    A read that fails is logged and tried again at the next poll.
     """
     cursor = FeedCursor(after)
     started = False
@@ -111,12 +111,12 @@ async def entry_events(
             assert cursor.after is not None
             entries = await books.entries_since(cursor.after, cursor.waiting_for, READ_LIMIT)
             cursor.saw((entry.entry_id for entry in entries), time.monotonic())
-        except failures as error:
+        except READ_FAILURES as error:
             LOG.warning("live feed: the ledger cannot be read: %s", error)
         customers = [entry for entry in entries if not entry.account_id.startswith("@")]
         for entry in customers:
             # The event's id is where a reconnection resumes: below every gap, so none is lost.
-            yield f"id: {cursor.watermark}\nevent: entry\ndata: {json.dumps(shown(entry))}\n\n"
+            yield f"id: {cursor.watermark}\nevent: entry\ndata: {json.dumps(_shown(entry))}\n\n"
         if customers:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
@@ -125,3 +125,16 @@ async def entry_events(
         if len(entries) < READ_LIMIT:  # a full read means more are waiting: read on at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
+
+
+def _shown(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.entry_id,
+        "time": moment(entry.created_at),
+        "kind": entry.kind,
+        "account": entry.account_id,
+        "payment": entry.payment_id,
+        "amount": money(entry.amount),
+        "negative": entry.amount < 0,
+        "balance": money(entry.balance_after),
+    }

@@ -23,12 +23,14 @@ STATES: Final = ("COMPLETED", "CANCELLED")
 UNFINISHED_LIMIT: Final = 50
 _INVOCATION_COLUMNS: Final = "*"
 """All of them: Restate 1.7 leaves ``scheduled_start_at`` out when it is named in a projection."""
-_OURS: Final = f"target_service_name IN ({', '.join(repr(name) for name in SERVICES)})"
 
 
 def literal(text: str) -> str:
     """``text`` as a SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+_OURS: Final = f"target_service_name IN ({', '.join(literal(name) for name in SERVICES)})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from payments.console.app import Lifecycle, SameOrigin, lifecycles, moment, money
-from payments.console.books import Transfer
+from payments.console.app import Lifecycle, SameOrigin, lifecycles
+from payments.console.books import PaymentTransfer
+from payments.console.formats import moment, money
 
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -55,8 +56,8 @@ def transfer(
     status: str = "posted",
     refund_of: str | None = None,
     minute: int = 0,
-) -> Transfer:
-    return Transfer(transfer_id, kind, "acct", 500, status, refund_of, AT + timedelta(minutes=minute))
+) -> PaymentTransfer:
+    return PaymentTransfer(transfer_id, kind, "acct", 500, status, refund_of, AT + timedelta(minutes=minute))
 
 
 def test_a_debit_and_its_refund_make_one_lifecycle() -> None:
