@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -100,21 +102,46 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing uses right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port that nothing uses now, and that no connection going out takes before we bind it."""
+    return free_port_block(1, set(), host)
 
 
 def free_port_block(count: int, taken: set[int], host: str = "127.0.0.1") -> int:
     """The first of ``count`` consecutive free TCP ports, none of them in ``taken``, which gets them all."""
+    ports = _listening_ports()
     while True:
-        first = free_port(host)
+        start = _RANDOM.randrange(len(ports) - count + 1)
+        first, last = ports[start], ports[start + count - 1]
         block = set(range(first, first + count))
-        if first + count <= 65536 and not block & taken and all(_can_bind(host, port) for port in block):
+        # Sorted and without repeats, so the block is consecutive (not across the ephemeral range) when
+        # its last port is where a consecutive one would be.
+        if last == first + count - 1 and not block & taken and all(_can_bind(host, port) for port in block):
             taken |= block
             return first
+
+
+_RANDOM = random.SystemRandom()  # not the module's generator, which the chaos runs and tests may seed
+_EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000  # below are the well-known services and what other programs on the machine default to
+
+
+@functools.cache
+def _listening_ports() -> tuple[int, ...]:
+    """The ports our servers may listen on: outside the range the kernel draws outgoing ports from.
+
+    A port from that range, free when we check it, can become the local port of any connection going out
+    before the server binds it (the service's pool to PostgreSQL, a node dialing another), and a listener
+    cannot bind a port that a live connection holds: restate-server then exits at start for as long as
+    that connection lives.
+    """
+    try:
+        low, high = map(int, _EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):  # not Linux: its default range
+        low, high = 32_768, 60_999
+    ports = (*range(_LOWEST_PORT, min(low, 65_536)), *range(max(high + 1, _LOWEST_PORT), 65_536))
+    if not ports:
+        raise RuntimeError(f"no port from {_LOWEST_PORT} up is outside the ephemeral range {low}-{high}")
+    return ports
 
 
 def _can_bind(host: str, port: int) -> bool:

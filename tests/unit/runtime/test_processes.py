@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import signal
 import stat
 import subprocess
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from payments.runtime.processes import describe_exit, terminate_popen, write_pid
+from payments.runtime import processes
+from payments.runtime.processes import describe_exit, free_port, free_port_block, terminate_popen, write_pid
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,35 @@ def test_terminate_popen_kills_a_process_that_ignores_sigterm() -> None:
         stubborn.wait()
         assert stubborn.stdout is not None
         stubborn.stdout.close()
+
+
+def ephemeral_ports() -> range:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(low, high + 1)
+
+
+def test_free_ports_are_outside_the_range_outgoing_connections_take_theirs_from() -> None:
+    # A connection going out can take a port of that range between our check and the server's bind.
+    taken: set[int] = set()
+    firsts = [free_port_block(3, taken) for _ in range(100)] + [free_port() for _ in range(100)]
+
+    assert not set(firsts) & set(ephemeral_ports())
+    assert not taken & set(ephemeral_ports())
+    assert len(taken) == 300  # blocks of three consecutive ports, none given twice
+    assert all({first, first + 1, first + 2} <= taken for first in firsts[:100])
+
+
+@pytest.fixture
+def narrow_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> collections.abc.Iterator[None]:
+    """Only 10000-10001 and 65534-65535 lie outside this ephemeral range."""
+    ephemeral = tmp_path / "ip_local_port_range"
+    ephemeral.write_text("10002\t65533\n")
+    monkeypatch.setattr(processes, "_EPHEMERAL_PORTS", ephemeral)
+    processes._listening_ports.cache_clear()
+    yield
+    processes._listening_ports.cache_clear()
+
+
+@pytest.mark.usefixtures("narrow_ports")
+def test_a_block_of_free_ports_never_spans_the_ephemeral_range() -> None:
+    assert {free_port_block(2, set()) for _ in range(50)} <= {10_000, 65_534}
