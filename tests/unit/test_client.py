@@ -17,7 +17,6 @@ from payments.client import (
     rotated,
     until_answered,
 )
-from payments.runtime.processes import free_port_block
 from payments.service.validation import InvalidInputError
 
 pytestmark = pytest.mark.anyio
@@ -249,14 +248,6 @@ def test_no_url_is_refused() -> None:
 def test_rotated_starts_each_client_at_another_node() -> None:
     assert [rotated(NODES, start)[0] for start in range(4)] == [NODES[0], NODES[1], NODES[2], NODES[0]]
     assert sorted(rotated(NODES, 5)) == sorted(NODES)
-
-
-def test_a_free_port_block_is_consecutive_and_not_taken_twice() -> None:
-    taken: set[int] = set()
-    first = free_port_block(3, taken)
-    second = free_port_block(3, taken)
-
-    assert taken == {first, first + 1, first + 2, second, second + 1, second + 2}
 
 
 def test_pauses_double_up_to_the_most_each_between_half_and_all_of_it() -> None:

@@ -109,8 +109,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def free_port_block(count: int, taken: set[int], host: str = "127.0.0.1") -> int:
     """The first of ``count`` consecutive free TCP ports, none of them in ``taken``, which gets them all."""
     ports = _listening_ports()
-    while True:
-        start = _RANDOM.randrange(len(ports) - count + 1)
+    tries = _TRIES if count <= len(ports) else 0
+    for _ in range(tries):
+        start = random.randrange(len(ports) - count + 1)  # noqa: S311 - a port needs no secrecy
         first, last = ports[start], ports[start + count - 1]
         block = set(range(first, first + count))
         # Sorted and without repeats, so the block is consecutive (not across the ephemeral range) when
@@ -118,11 +119,11 @@ def free_port_block(count: int, taken: set[int], host: str = "127.0.0.1") -> int
         if last == first + count - 1 and not block & taken and all(_can_bind(host, port) for port in block):
             taken |= block
             return first
+    raise RuntimeError(f"found no {count} consecutive free ports among {ports[0]}-{ports[-1]}")
 
 
-_RANDOM = random.SystemRandom()  # not the module's generator, which the chaos runs and tests may seed
+_TRIES = 1_000
 _EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_LOWEST_PORT = 10_000  # below are the well-known services and what other programs on the machine default to
 
 
 @functools.cache
@@ -130,18 +131,21 @@ def _listening_ports() -> tuple[int, ...]:
     """The ports our servers may listen on: outside the range the kernel draws outgoing ports from.
 
     A port from that range, free when we check it, can become the local port of any connection going out
-    before the server binds it (the service's pool to PostgreSQL, a node dialing another), and a listener
-    cannot bind a port that a live connection holds: restate-server then exits at start for as long as
-    that connection lives.
+    (the service's pool to PostgreSQL, a node dialing another) before the server binds it, or while the
+    server is down between a kill and its restart; a listener cannot bind a port that a live connection
+    holds, so restate-server then exits at start for as long as that connection lives.
     """
     try:
         low, high = map(int, _EPHEMERAL_PORTS.read_text().split())
-    except (OSError, ValueError):  # not Linux: its default range
-        low, high = 32_768, 60_999
-    ports = (*range(_LOWEST_PORT, min(low, 65_536)), *range(max(high + 1, _LOWEST_PORT), 65_536))
-    if not ports:
-        raise RuntimeError(f"no port from {_LOWEST_PORT} up is outside the ephemeral range {low}-{high}")
-    return ports
+    except (OSError, ValueError):  # not Linux: a range that covers Linux's and the BSDs' defaults
+        low, high = 32_768, 65_535
+    # From 10000 up, clear of the well-known services and of what other programs default to, unless the
+    # ephemeral range leaves nothing there; when it covers every port, the risk above cannot be avoided.
+    for lowest in (10_000, 1_024):
+        ports = (*range(lowest, min(low, 65_536)), *range(max(high + 1, lowest), 65_536))
+        if ports:
+            return ports
+    return tuple(range(1_024, 65_536))
 
 
 def _can_bind(host: str, port: int) -> bool:

@@ -79,21 +79,51 @@ def test_free_ports_are_outside_the_range_outgoing_connections_take_theirs_from(
 
     assert not set(firsts) & set(ephemeral_ports())
     assert not taken & set(ephemeral_ports())
-    assert len(taken) == 300  # blocks of three consecutive ports, none given twice
-    assert all({first, first + 1, first + 2} <= taken for first in firsts[:100])
+
+
+def test_a_free_port_block_is_consecutive_and_not_taken_twice() -> None:
+    taken: set[int] = set()
+    first = free_port_block(3, taken)
+    second = free_port_block(3, taken)
+
+    assert taken == {first, first + 1, first + 2, second, second + 1, second + 2}
 
 
 @pytest.fixture
-def narrow_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> collections.abc.Iterator[None]:
-    """Only 10000-10001 and 65534-65535 lie outside this ephemeral range."""
+def ephemeral_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> collections.abc.Iterator[Path]:
+    """A file to write the kernel's ephemeral range in, read instead of the kernel's."""
     ephemeral = tmp_path / "ip_local_port_range"
-    ephemeral.write_text("10002\t65533\n")
     monkeypatch.setattr(processes, "_EPHEMERAL_PORTS", ephemeral)
     processes._listening_ports.cache_clear()
-    yield
+    yield ephemeral
     processes._listening_ports.cache_clear()
 
 
-@pytest.mark.usefixtures("narrow_ports")
-def test_a_block_of_free_ports_never_spans_the_ephemeral_range() -> None:
+@pytest.mark.parametrize(
+    ("ephemeral", "ports"),
+    [
+        ("10002\t65533\n", [10_000, 10_001, 65_534, 65_535]),
+        ("32768\t60999\n", [*range(10_000, 32_768), *range(61_000, 65_536)]),
+        ("10000\t65535\n", list(range(1_024, 10_000))),
+        ("1024\t65535\n", list(range(1_024, 65_536))),  # nothing is outside: any port will have to do
+        ("1024\t9999\n", list(range(10_000, 65_536))),
+    ],
+    ids=["narrow", "linux-default", "all-from-10000", "everything", "below-10000"],
+)
+def test_the_ports_we_listen_on(ephemeral_range: Path, ephemeral: str, ports: list[int]) -> None:
+    ephemeral_range.write_text(ephemeral)
+
+    assert list(processes._listening_ports()) == ports
+
+
+def test_a_block_of_free_ports_never_spans_the_ephemeral_range(ephemeral_range: Path) -> None:
+    ephemeral_range.write_text("10002\t65533\n")
+
     assert {free_port_block(2, set()) for _ in range(50)} <= {10_000, 65_534}
+
+
+def test_no_free_block_is_an_error_naming_the_ports_not_a_loop(ephemeral_range: Path) -> None:
+    ephemeral_range.write_text("10002\t65533\n")
+
+    with pytest.raises(RuntimeError, match="no 3 consecutive free ports among 10000-65535"):
+        free_port_block(3, set())
