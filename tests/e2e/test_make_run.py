@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from payments.config import Settings
-from payments.runtime.processes import free_port, port_is_free
-from payments.tools.launcher import wait_ready
+from payments.runtime.processes import port_is_free
+from payments.tools.launcher import free_ports, wait_ready
 from tests.helpers import PROJECT_ROOT, wait_for
 
 MAKE_PAYMENT = [
@@ -30,15 +30,7 @@ class MakeRun:
     """`make run` in its own process group, as a terminal would start it."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(
-            data_dir=data_dir,
-            ingress_port=free_port(),
-            admin_port=free_port(),
-            node_port=free_port(),
-            service_port=free_port(),
-            database_port=free_port(),
-            console_port=free_port(),
-        )
+        self.settings = Settings(data_dir=data_dir, **free_ports())
         self.output = data_dir.parent / f"{data_dir.name}-make-run.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -17,21 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from payments import cli
 from payments.config import Settings
 from payments.runtime import identity, supervisor
-from payments.runtime.processes import free_port
+from payments.tools.launcher import free_ports
 from tests.helpers import wait_for
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """A stack on free ports in a fresh data directory."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        ingress_port=free_port(),
-        admin_port=free_port(),
-        node_port=free_port(),
-        service_port=free_port(),
-        database_port=free_port(),
-    )
+    return Settings(data_dir=tmp_path / "data", **free_ports())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 import psutil
 
@@ -26,6 +26,30 @@ from payments.runtime.processes import describe_exit, die_with_parent, free_port
 
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 30.0
+
+
+class Ports(TypedDict):
+    """Every port of a stack, as ``Settings`` takes them."""
+
+    ingress_port: int
+    admin_port: int
+    node_port: int
+    service_port: int
+    database_port: int
+    console_port: int
+
+
+def free_ports(nodes: int = 1) -> Ports:
+    """Ports for a stack of ``nodes`` restate-server nodes, free now and none of them twice."""
+    taken: set[int] = set()
+    return Ports(
+        ingress_port=free_port_block(nodes, taken),
+        admin_port=free_port_block(nodes, taken),
+        node_port=free_port_block(nodes, taken),
+        service_port=free_port_block(1, taken),
+        database_port=free_port_block(1, taken),
+        console_port=free_port_block(1, taken),
+    )
 
 
 class LaunchError(RuntimeError):
@@ -64,17 +88,8 @@ class LaunchedStack(_Launched):
         the ports and the data directory are always the stack's own.
         """
         self.extra_env = dict(env or {})
-        taken: set[int] = set()
         self.settings = Settings.from_env(
-            {**os.environ, **self.extra_env},
-            data_dir=data_dir,
-            nodes=nodes,
-            ingress_port=free_port_block(nodes, taken),
-            admin_port=free_port_block(nodes, taken),
-            node_port=free_port_block(nodes, taken),
-            service_port=free_port_block(1, taken),
-            database_port=free_port_block(1, taken),
-            console_port=free_port_block(1, taken),
+            {**os.environ, **self.extra_env}, data_dir=data_dir, nodes=nodes, **free_ports(nodes)
         )
         self.log_path = data_dir / "payments-up.log"
         self.process: subprocess.Popen[bytes] | None = None
