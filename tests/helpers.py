@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+
+from payments.runtime.admin import Admin
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -20,3 +24,21 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """The checkout the tests run from: where ``make`` runs and ``tests.integration`` modules import."""
+
+
+class NodeAdmin(Admin):
+    """A node's admin API that answers every query with ``rows``, or fails as a node that is down."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None) -> None:  # no HTTP client of its own
+        self.rows = rows
+        self.asked: list[str] = []
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    async def query(self, sql: str) -> list[dict[str, Any]]:
+        self.asked.append(sql)
+        if self.rows is None:
+            raise httpx.ConnectError("connection refused")
+        return self.rows

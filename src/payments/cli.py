@@ -210,7 +210,16 @@ def _add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
     run.add_argument("--host", help="host of the stack (PAYMENTS_HOST)")
-    run.add_argument("--admin-port", type=int, help="Restate's admin port (PAYMENTS_ADMIN_PORT)")
+    run.add_argument(
+        "--admin-port",
+        type=int,
+        help="Restate's admin port (PAYMENTS_ADMIN_PORT); node N of a cluster uses this port + N - 1",
+    )
+    run.add_argument(
+        "--nodes",
+        type=int,
+        help="restate-server nodes of the stack, whose admin APIs are asked in turn (PAYMENTS_NODES)",
+    )
 
     def reconcile(args: argparse.Namespace, settings: Settings) -> int:
         from payments.runtime.reconcile import CannotReconcileError, reconcile  # noqa: PLC0415

@@ -7,6 +7,7 @@ service's back (and put them back afterwards).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from payments.client import PaymentsClient
 from payments.runtime.admin import Admin
+from payments.runtime.processes import port_is_free
 from payments.runtime.reconcile import Reconciliation, read_ledger, reconcile
 from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase, LaunchedStack
@@ -56,10 +58,10 @@ async def traffic(own_stack: LaunchedStack, unique: str) -> dict[str, str]:
     return ids
 
 
-def run_cli(stack: LaunchedStack) -> tuple[int, str]:
+def run_cli(stack: LaunchedStack, *options: str) -> tuple[int, str]:
     """``payments reconcile --json`` against the stack: its exit status and output."""
     done = subprocess.run(
-        [sys.executable, "-m", "payments.cli", "reconcile", "--json"],
+        [sys.executable, "-m", "payments.cli", "reconcile", "--json", *options],
         env={**os.environ, **stack.settings.to_env()},
         capture_output=True,
         text=True,
@@ -79,6 +81,23 @@ async def test_real_traffic_reconciles_clean(own_stack: LaunchedStack, traffic: 
     assert result.problems == ()
     assert result.payment_ids >= 3
     status, output = run_cli(own_stack)
+    assert (status, json.loads(output)["ok"]) == (0, True), output
+
+
+async def test_reconcile_reads_restate_through_the_next_node_when_node_1_does_not_answer(
+    own_stack: LaunchedStack, traffic: dict[str, str]
+) -> None:
+    # A cluster whose node 1 is down: nothing listens on its admin port, node 2's is the stack's.
+    settings = own_stack.settings
+    if not port_is_free(settings.host, settings.admin_port - 1):
+        pytest.skip("the port below the stack's admin API is in use")
+    node_1_down = dataclasses.replace(settings, nodes=2, admin_port=settings.admin_port - 1)
+
+    result = await reconcile(node_1_down)
+
+    assert result.problems == ()
+    assert result.payment_ids >= 3
+    status, output = run_cli(own_stack, "--nodes", "2", "--admin-port", str(node_1_down.admin_port))
     assert (status, json.loads(output)["ok"]) == (0, True), output
 
 

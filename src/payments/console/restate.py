@@ -7,13 +7,10 @@ ids that passed the contract's id rule, quoted by :func:`literal` all the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx
-
-from payments.runtime.admin import Admin, AdminError
+from payments.runtime.admin import Admins
 from payments.runtime.reconcile import STATE_QUERY, UNDER_WAY, Problem, StoredPayment, stored_payment
 
 SERVICES: Final = ("payments", "accounts")
@@ -83,30 +80,10 @@ def _without_stack(failure: str | None) -> str | None:
 
 
 class RestateView:
-    """Restate's side of the payments, read through the admin APIs of its nodes.
+    """Restate's side of the payments, read through the admin APIs of its nodes (any that answers)."""
 
-    A query goes to the node that answered last; when that node does not answer, to the next: in a
-    cluster the console goes on while any node serves its admin API.
-    """
-
-    def __init__(self, admins: Sequence[Admin]) -> None:
-        assert admins, "at least one node"
-        self._admins = list(admins)
-        self._current = 0
-
-    async def _query(self, sql: str) -> list[dict[str, Any]]:
-        failure: Exception | None = None
-        for step in range(len(self._admins)):
-            index = (self._current + step) % len(self._admins)
-            try:
-                rows = await self._admins[index].query(sql)
-            except (AdminError, httpx.TransportError) as error:
-                failure = error
-                continue
-            self._current = index
-            return rows
-        assert failure is not None
-        raise failure
+    def __init__(self, admins: Admins) -> None:
+        self._query = admins.query
 
     async def state_counts(self) -> dict[str, int]:
         """How many payment ids Restate holds in each stored state."""

@@ -7,7 +7,6 @@ live feeds' streams before it stops serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -18,7 +17,7 @@ from payments.config import Settings
 from payments.console.app import Console, create_app
 from payments.console.books import Books
 from payments.console.restate import RestateView
-from payments.runtime.admin import Admin
+from payments.runtime.admin import Admins
 from payments.serving import serve_until
 
 
@@ -30,11 +29,8 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     books = await Books.connect(settings.console_ledger_url)
     try:
-        async with contextlib.AsyncExitStack() as admins:
-            nodes = [
-                await admins.enter_async_context(Admin(node.admin_url)) for node in settings.restate_nodes
-            ]
-            console = Console(settings, books, RestateView(nodes), stopping=stop)
+        async with Admins.of(settings) as admins:
+            console = Console(settings, books, RestateView(admins), stopping=stop)
             await serve_until(create_app(console), settings.host, settings.console_port, stop)
     finally:
         await books.close()

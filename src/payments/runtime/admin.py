@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
+
+from payments.config import Settings
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 
@@ -50,3 +53,49 @@ class Admin:
             raise AdminError(f"query failed: {response.status_code} {response.text}")
         rows: list[dict[str, Any]] = response.json()["rows"]
         return rows
+
+
+class Admins:
+    """The admin APIs of every node of a stack; an async context manager that closes them.
+
+    A query goes to the node that answered last and, when that node does not answer, to the next: a
+    cluster is read while any node serves its admin API (each node's SQL sees every partition).
+    """
+
+    def __init__(self, admins: Sequence[Admin]) -> None:
+        if not admins:
+            raise ValueError("at least one node's admin API is needed")
+        self._admins = list(admins)
+        self._current = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """The admin APIs of the nodes of the stack that ``settings`` describe, node 1 first."""
+        return cls([Admin(node.admin_url) for node in settings.restate_nodes])
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for admin in self._admins:
+            await admin.aclose()
+
+    async def query(self, sql: str) -> list[dict[str, Any]]:
+        """Rows of ``sql`` from the first node that answers; the last node's failure when none does."""
+        failure: Exception | None = None
+        for step in range(len(self._admins)):
+            index = (self._current + step) % len(self._admins)
+            try:
+                rows = await self._admins[index].query(sql)
+            except (AdminError, httpx.TransportError) as error:
+                failure = error
+                continue
+            self._current = index
+            return rows
+        assert failure is not None
+        raise failure

@@ -34,7 +34,7 @@ import asyncpg
 import httpx
 
 from payments.config import Settings
-from payments.runtime.admin import Admin, AdminError
+from payments.runtime.admin import AdminError, Admins
 
 COMPLETED: Final = "COMPLETED"
 CANCELLED: Final = "CANCELLED"
@@ -381,24 +381,24 @@ async def read_ledger(url: str, payment_ids: Sequence[str], window_seconds: floa
     return LedgerFacts(problems, accounts, transfers, debits)
 
 
-async def _stored_states(admin: Admin) -> dict[str, str]:
-    return {row["service_key"]: row["value"] for row in await admin.query(STATE_QUERY)}
+async def _stored_states(admins: Admins) -> dict[str, str]:
+    return {row["service_key"]: row["value"] for row in await admins.query(STATE_QUERY)}
 
 
 async def reconcile(settings: Settings, ledger_url: str | None = None) -> Reconciliation:
-    """Check the ledger and Restate at ``settings.admin_url`` against each other.
+    """Check the ledger and Restate (any node's admin API that answers) against each other.
 
     The ledger is read at ``ledger_url``, by default ``settings.ledger_url`` (the console reads it as
     its read-only role). Raises :class:`CannotReconcileError` when either cannot be read.
     """
     try:
-        async with Admin(settings.admin_url) as admin:
-            before = await _stored_states(admin)
+        async with Admins.of(settings) as admins:
+            before = await _stored_states(admins)
             ledger = await read_ledger(
                 ledger_url or settings.ledger_url, sorted(before), settings.expiry_seconds
             )
-            after = await _stored_states(admin)
-            busy = {row["payment_id"] for row in await admin.query(BUSY_QUERY)}
+            after = await _stored_states(admins)
+            busy = {row["payment_id"] for row in await admins.query(BUSY_QUERY)}
     except READ_FAILURES as error:
         raise CannotReconcileError(f"cannot reconcile: {type(error).__name__}: {error}") from error
     at_rest = sorted(p for p, value in before.items() if after.get(p) == value and p not in busy)
