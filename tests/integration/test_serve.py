@@ -120,3 +120,21 @@ def test_service_exits_when_it_cannot_listen(tmp_path: Path, database: LaunchedD
         process = start_service(settings, tmp_path / "service.log")
         assert process.wait(timeout=30) != 0
     assert "Address already in use" in (tmp_path / "service.log").read_text()
+
+
+def test_service_that_cannot_reach_the_ledger_exits_saying_so_in_a_line(tmp_path: Path) -> None:
+    key = identity.ensure_private_key(tmp_path / "private.pem")
+    nothing_listens = free_port()
+    settings = Settings(
+        service_port=free_port(),
+        data_dir=tmp_path,
+        identity_key=identity.public_key(key),
+        database_url=f"postgresql://payments:a-secret@127.0.0.1:{nothing_listens}/payments",
+    )
+    process = start_service(settings, tmp_path / "service.log")
+
+    assert process.wait(timeout=30) == 1
+    log = (tmp_path / "service.log").read_text()
+    assert "cannot reach the ledger (ConnectionRefusedError:" in log, log
+    assert "Traceback" not in log
+    assert "a-secret" not in log

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import asyncpg
 import restate
 import restate.server
 import uvloop
@@ -62,6 +63,10 @@ def serve_signed(
     return 0
 
 
+class LedgerUnreachableError(Exception):
+    """The ledger did not take the service's connection at its start."""
+
+
 @contextlib.asynccontextmanager
 async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
     """The ledger's pool, in the loop that serves the handlers, with its schema brought up to date.
@@ -69,7 +74,10 @@ async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
     Every service process migrates at its start, one at a time (the migrations hold a lock), so a
     stack or a new release never serves an old schema.
     """
-    opened = await ledger.Ledger.connect(settings.ledger_url)
+    try:
+        opened = await ledger.Ledger.connect(settings.ledger_url)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise LedgerUnreachableError(f"{type(error).__name__}: {error}") from error
     try:
         await opened.migrate()
         use_ledger(opened)
@@ -81,7 +89,13 @@ async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
 
 def main() -> int:
     """Run the payment service process."""
-    return serve_signed([payments, accounts], "payments.service.serve", ledger_opened)
+    try:
+        return serve_signed([payments, accounts], "payments.service.serve", ledger_opened)
+    except LedgerUnreachableError as error:
+        # Whatever supervises the service starts it again; its log says why in a line, not in the
+        # driver's forty lines of stack (a database that is down or restarting, a wrong password).
+        print(f"payments.service.serve: cannot reach the ledger ({error}); exiting", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
