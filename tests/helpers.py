@@ -27,10 +27,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class NodeAdmin(Admin):
-    """A node's admin API that answers every query with ``rows``, or fails as a node that is down."""
+    """A node's admin API that answers every query with ``rows``, or raises ``failure``.
 
-    def __init__(self, rows: list[dict[str, Any]] | None) -> None:  # no HTTP client of its own
+    Neither: a node that is down.
+    """
+
+    def __init__(
+        self, rows: list[dict[str, Any]] | None = None, failure: Exception | None = None
+    ) -> None:  # no HTTP client of its own
         self.rows = rows
+        self.failure = failure or httpx.ConnectError("connection refused")
         self.asked: list[str] = []
         self.closed = False
 
@@ -40,5 +46,5 @@ class NodeAdmin(Admin):
     async def query(self, sql: str) -> list[dict[str, Any]]:
         self.asked.append(sql)
         if self.rows is None:
-            raise httpx.ConnectError("connection refused")
+            raise self.failure
         return self.rows

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from payments.runtime.processes import free_port
-from payments.tools.launcher import LaunchedStack
+from payments.tools.launcher import LaunchedStack, free_ports
 
 HOSTILE = "x/../../payments/VICTIM/cancelPayment#"
 """Sent unescaped, it became ``POST /payments/VICTIM/cancelPayment``: a refund of VICTIM's payment."""
@@ -107,14 +107,14 @@ def test_a_second_up_on_the_same_data_refuses_and_leaves_the_first_alone(stack: 
     data_dir = stack.settings.data_dir
     kept = [stack.settings.ready_file, *data_dir.glob("*.toml"), *data_dir.glob("*.pid")]
     untouched = {path: path.read_bytes() for path in kept}
-    ports = [str(free_port()) for _ in range(4)]
+    ports = free_ports()
 
     result = payments(
         "up",
         "--data-dir",
         str(data_dir),
-        *("--ingress-port", ports[0], "--admin-port", ports[1]),
-        *("--node-port", ports[2], "--service-port", ports[3]),
+        *("--ingress-port", str(ports["ingress_port"]), "--admin-port", str(ports["admin_port"])),
+        *("--node-port", str(ports["node_port"]), "--service-port", str(ports["service_port"])),
     )
 
     assert result.returncode == 1
