@@ -7,6 +7,7 @@ live feeds' streams before it stops serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -29,7 +30,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     books = await Books.connect(settings.console_ledger_url)
     try:
-        async with Admins.of(settings) as admins:
+        async with contextlib.aclosing(Admins.of(settings)) as admins:
             console = Console(settings, books, RestateView(admins), stopping=stop)
             await serve_until(create_app(console), settings.host, settings.console_port, stop)
     finally:

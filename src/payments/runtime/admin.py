@@ -69,7 +69,7 @@ class Admin:
 
 
 class Admins:
-    """The admin APIs of every node of a stack; an async context manager that closes them.
+    """The admin APIs of every node of a stack; ``contextlib.aclosing`` closes them.
 
     A query goes to the node that answered last and, when that node does not answer, to the next: a
     cluster is read while any node serves its admin API (each node's SQL sees every partition).
@@ -86,15 +86,8 @@ class Admins:
         """The admin APIs of the nodes of the stack that ``settings`` describe, node 1 first."""
         return cls([Admin(node.admin_url) for node in settings.restate_nodes])
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close every node's connections (``contextlib.aclosing`` calls it)."""
         async with contextlib.AsyncExitStack() as closing:  # closes the others when one fails to
             for admin in self._admins:
                 closing.push_async_callback(admin.aclose)

@@ -25,6 +25,7 @@ Only this module's own SQL runs here: the runtime does not import the service's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -392,7 +393,7 @@ async def reconcile(settings: Settings, ledger_url: str | None = None) -> Reconc
     its read-only role). Raises :class:`CannotReconcileError` when either cannot be read.
     """
     try:
-        async with Admins.of(settings) as admins:
+        async with contextlib.aclosing(Admins.of(settings)) as admins:
             before = await _stored_states(admins)
             ledger = await read_ledger(
                 ledger_url or settings.ledger_url, sorted(before), settings.expiry_seconds

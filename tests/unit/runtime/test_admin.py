@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pytest
 
@@ -64,7 +66,7 @@ async def test_an_answer_without_rows_is_an_admin_error(answer: bytes) -> None:
 async def test_leaving_closes_every_node() -> None:
     nodes = [NodeAdmin(ROWS), NodeAdmin(ROWS)]
 
-    async with Admins(nodes):
+    async with contextlib.aclosing(Admins(nodes)):
         pass
 
     assert all(node.closed for node in nodes)
@@ -74,7 +76,7 @@ async def test_a_stack_has_an_admin_api_per_node() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Admins([])
     settings = Settings(nodes=3, admin_port=19_070)
-    async with Admins.of(settings) as admins:
+    async with contextlib.aclosing(Admins.of(settings)) as admins:
         assert [admin.url for admin in admins._admins] == [
             "http://127.0.0.1:19070",
             "http://127.0.0.1:19071",
