@@ -16,7 +16,7 @@ import pydantic
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.runtime import postgres, supervisor
-from payments.service.validation import InvalidInputError, parse_id
+from payments.service.validation import DEFAULT_PAGE, MAX_PAGE, InvalidInputError, parse_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     statement.add_argument("account_id", metavar="ACCOUNT")
     statement.add_argument("--before", type=int, metavar="ENTRY", help="the nextBefore of the previous page")
     statement.add_argument(
-        "--limit", type=int, metavar="N", help="entries in the page (default 20, at most 100)"
+        "--limit",
+        type=int,
+        metavar="N",
+        help=f"entries in the page (default {DEFAULT_PAGE}, at most {MAX_PAGE})",
     )
 
     history = commands.add_parser(

@@ -246,10 +246,12 @@ class Settings:
     @property
     def ledger_url(self) -> str:
         """Where the ledger is: ``database_url``, else the embedded server through its socket."""
-        if self.database_url:
-            return self.database_url
+        return self.database_url or self._socket_url(DATABASE_USER)
+
+    def _socket_url(self, user: str) -> str:
+        """The embedded server's ledger as ``user``, through its socket."""
         return (
-            f"postgresql://{DATABASE_USER}@/{DATABASE_NAME}"
+            f"postgresql://{user}@/{DATABASE_NAME}"
             f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
         )
 
@@ -259,10 +261,7 @@ class Settings:
         if self.console_database_url:
             return self.console_database_url
         if not self.database_url:
-            return (
-                f"postgresql://{CONSOLE_DATABASE_USER}@/{DATABASE_NAME}"
-                f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
-            )
+            return self._socket_url(CONSOLE_DATABASE_USER)
         parts = urlsplit(self.database_url)
         host = parts.netloc.rpartition("@")[2]
         # The service's credentials may sit in the query too, where they would outlive the netloc's.

@@ -167,7 +167,7 @@ async def payment(request: Request) -> Response:
     console = _console(request)
     stored = await console.restate.stored_payment(payment_id)
     transfers = await console.books.transfers_of(payment_id)
-    invocations = await console.restate.invocations_of("payments", payment_id)
+    invocations = await console.restate.invocations_of(payment_id)
     if stored is None and not transfers and not invocations:
         raise HTTPException(
             404, f"No payment '{payment_id}': Restate holds nothing for it and the ledger no transfer."

@@ -88,17 +88,22 @@ class Books:
 
     async def totals(self) -> Totals:
         """Counts and balances over all accounts."""
-        rows = await self._pool.fetch("SELECT id, kind, balance FROM ledger_accounts WHERE kind = 'system'")
-        # sum() of bigints is a numeric: many large balances together can pass a bigint.
-        customers = await self._pool.fetchrow(
-            "SELECT count(*) AS n, coalesce(sum(balance), 0) AS held"
-            " FROM ledger_accounts WHERE kind = 'customer'"
+        # One pass over the accounts. sum() of bigints is a numeric: many large balances together can
+        # pass a bigint.
+        row = await self._pool.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE kind = 'customer') AS customers,
+                   coalesce(sum(balance) FILTER (WHERE kind = 'customer'), 0) AS held,
+                   coalesce(array_agg(id ORDER BY id) FILTER (WHERE kind = 'system'), '{}') AS ids,
+                   coalesce(array_agg(balance ORDER BY id) FILTER (WHERE kind = 'system'), '{}') AS balances
+            FROM ledger_accounts
+            """
         )
-        assert customers is not None
+        assert row is not None
         return Totals(
-            customers=customers["n"],
-            customer_balance=int(customers["held"]),
-            system_balances={row["id"]: row["balance"] for row in rows},
+            customers=row["customers"],
+            customer_balance=int(row["held"]),
+            system_balances=dict(zip(row["ids"], row["balances"], strict=True)),
         )
 
     async def activity(self, *, buckets: int, seconds: int) -> list[Bucket]:

@@ -10,14 +10,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from payments.domain.state_machine import State
 from payments.runtime.admin import Admins
 from payments.runtime.reconcile import STATE_QUERY, UNDER_WAY, Problem, StoredPayment, stored_payment
 
 SERVICES: Final = ("payments", "accounts")
 """Our virtual objects, whose invocations the console shows."""
-STATES: Final = ("COMPLETED", "CANCELLED")
+STATES: Final = (State.COMPLETED, State.CANCELLED)
 """The states Restate stores for a payment id; an id with none is NEW."""
+STUCK: Final = ("backing-off", "paused")
+"""An invocation's statuses while it fails and waits: retrying after a failure, or paused after the last."""
 UNFINISHED_LIMIT: Final = 50
+INVOCATIONS_LIMIT: Final = 100
 _INVOCATION_COLUMNS: Final = "*"
 """All of them: Restate 1.7 leaves ``scheduled_start_at`` out when it is named in a projection."""
 
@@ -67,8 +71,8 @@ class Invocation:
 
     @property
     def stuck(self) -> bool:
-        """Whether it fails and waits: retrying after a failure, or paused after the last retry."""
-        return self.status in ("backing-off", "paused")
+        """Whether it fails and waits (:data:`STUCK`)."""
+        return self.status in STUCK
 
 
 def _without_stack(failure: str | None) -> str | None:
@@ -97,7 +101,7 @@ class RestateView:
             f"SELECT CASE {cases} ELSE 'other' END AS state, count(*) AS ids FROM state"  # noqa: S608 - literal()
             " WHERE service_name = 'payments' AND key = 'payment' GROUP BY 1"
         )
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         counts.update({row["state"]: row["ids"] for row in rows})
         return counts
 
@@ -106,12 +110,12 @@ class RestateView:
         rows = await self._query(f"{STATE_QUERY} AND service_key = {literal(payment_id)}")
         return stored_payment(payment_id, rows[0]["value"]) if rows else None
 
-    async def invocations_of(self, service: str, key: str) -> list[Invocation]:
-        """The invocations Restate holds for the object ``service/key``, newest first."""
+    async def invocations_of(self, payment_id: str) -> list[Invocation]:
+        """The invocations Restate holds for ``payment_id``'s object, newest first."""
         rows = await self._query(
             f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation"  # noqa: S608 - values through literal()
-            f" WHERE target_service_name = {literal(service)} AND target_service_key = {literal(key)}"
-            " ORDER BY created_at DESC LIMIT 100"
+            f" WHERE target_service_name = 'payments' AND target_service_key = {literal(payment_id)}"
+            f" ORDER BY created_at DESC LIMIT {INVOCATIONS_LIMIT}"
         )
         return [Invocation.from_row(row) for row in rows]
 
@@ -127,9 +131,9 @@ class RestateView:
                 f"SELECT status, count(*) AS n FROM sys_invocation WHERE {under_way} GROUP BY status"  # noqa: S608 - constants only
             )
         }
+        stuck = ", ".join(literal(status) for status in STUCK)
         rows = await self._query(
             f"SELECT {_INVOCATION_COLUMNS} FROM sys_invocation WHERE {under_way}"  # noqa: S608 - constants only
-            " ORDER BY CASE WHEN status IN ('paused', 'backing-off') THEN 0 ELSE 1 END, created_at"
-            f" LIMIT {UNFINISHED_LIMIT}"
+            f" ORDER BY CASE WHEN status IN ({stuck}) THEN 0 ELSE 1 END, created_at LIMIT {UNFINISHED_LIMIT}"
         )
         return [Invocation.from_row(row) for row in rows], counts

@@ -35,10 +35,9 @@ import asyncpg
 import httpx
 
 from payments.config import Settings
+from payments.domain.state_machine import State
 from payments.runtime.admin import AdminError, Admins
 
-COMPLETED: Final = "COMPLETED"
-CANCELLED: Final = "CANCELLED"
 STATE_QUERY: Final = (
     "SELECT service_key, value FROM state WHERE service_name = 'payments' AND key = 'payment'"
 )
@@ -183,10 +182,10 @@ def _problems_of(payment: StoredPayment, debits: Sequence[PostedDebit]) -> list[
     def problem(check: str, detail: str) -> list[Problem]:
         return [Problem(check, payment.payment_id, detail)]
 
-    if payment.state not in (COMPLETED, CANCELLED):
+    if payment.state not in (State.COMPLETED, State.CANCELLED):
         return problem("unreadable-state", f"Restate stores the unknown state {payment.state!r}")
     if payment.debit_id is None or payment.account_id is None:
-        if payment.state == COMPLETED:
+        if payment.state == State.COMPLETED:
             return problem("completed-without-debit", "Restate holds it COMPLETED with no charge or debit id")
         return []  # cancelled before any payment
     index = next((i for i, debit in enumerate(debits) if debit.transfer_id == payment.debit_id), None)
@@ -203,9 +202,9 @@ def _problems_of(payment: StoredPayment, debits: Sequence[PostedDebit]) -> list[
             f"Restate's charge is {payment.amount} cents from {payment.account_id}, its debit"
             f" {debit.transfer_id} took {debit.amount} cents from {debit.account_id}",
         )
-    if payment.state == COMPLETED and debit.refunds:
+    if payment.state == State.COMPLETED and debit.refunds:
         found += problem("completed-but-refunded", f"its debit {debit.transfer_id} was refunded")
-    if payment.state == CANCELLED and not debit.refunds:
+    if payment.state == State.CANCELLED and not debit.refunds:
         found += problem("cancelled-not-refunded", f"its debit {debit.transfer_id} has no refund")
     again = [later.transfer_id for later in debits[index + 1 :] if not later.refunds]
     if again:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from payments import cli
-from payments.runtime.processes import free_port_block
+from payments.runtime.processes import free_port
 from payments.runtime.reconcile import (
     PostedDebit,
     Problem,
@@ -150,7 +150,7 @@ def test_the_result_is_ok_only_without_problems_and_says_so_in_json_and_text() -
 def test_the_command_exits_2_when_it_cannot_read_restate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = free_port_block(1, set())
+    port = free_port()
 
     status = cli.main(["reconcile", "--admin-port", str(port), "--data-dir", str(tmp_path)])
 

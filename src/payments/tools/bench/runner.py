@@ -30,7 +30,7 @@ from typing import Any, Literal
 import psutil
 
 from payments.config import Part
-from payments.runtime import health, identity, postgres
+from payments.runtime import health, identity
 from payments.runtime.admin import Admin
 from payments.runtime.processes import die_with_parent, free_port, terminate_popen
 from payments.tools.bench.options import BenchOptions
@@ -106,42 +106,42 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if wrk is None:
         raise BenchError("wrk is not installed; `make bench` installs it from Debian's packages")
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="payments-bench-") as scratch:
-        # PostgreSQL's user (nobody, when root runs the bench) must pass the scratch directory.
-        Path(scratch).chmod(postgres.data_dir_mode(postgres.server_user()))
-        data_dir = Path(scratch) / "stack"
-        with LaunchedStack(data_dir, env=options.env) as stack, _minimal_target(stack) as target:
-            processes = {
-                "restate-server": psutil.Process(stack.pid(Part.RESTATE_SERVER)),
-                "payments": psutil.Process(stack.pid(Part.SERVICE)),
-                "minimal": target,
-            }
-            database = _database(stack)
-            ingress = stack.settings.ingress_url
-            for name in ("payments", "minimal"):
-                for concurrency in options.concurrencies:
-                    warmup = options.warmup_seconds
-                    _load(wrk, ingress, name, concurrency=concurrency, seconds=warmup, prefix="warmup")
-                    rows.append(
-                        _measure(
-                            wrk,
-                            ingress,
-                            name,
-                            concurrency=concurrency,
-                            options=options,
-                            processes=processes,
-                            database=database,
-                        )
+    with (
+        tempfile.TemporaryDirectory(prefix="payments-bench-") as scratch,
+        LaunchedStack(Path(scratch), env=options.env) as stack,
+        _minimal_target(stack) as target,
+    ):
+        processes = {
+            "restate-server": psutil.Process(stack.pid(Part.RESTATE_SERVER)),
+            "payments": psutil.Process(stack.pid(Part.SERVICE)),
+            "minimal": target,
+        }
+        database = _database(stack)
+        ingress = stack.settings.ingress_url
+        for name in ("payments", "minimal"):
+            for concurrency in options.concurrencies:
+                warmup = options.warmup_seconds
+                _load(wrk, ingress, name, concurrency=concurrency, seconds=warmup, prefix="warmup")
+                rows.append(
+                    _measure(
+                        wrk,
+                        ingress,
+                        name,
+                        concurrency=concurrency,
+                        options=options,
+                        processes=processes,
+                        database=database,
                     )
-                    print(_format_row(rows[-1]), file=sys.stderr, flush=True)
-            generator = _load(
-                wrk,
-                ingress,
-                "health",
-                concurrency=64,
-                seconds=options.measure_seconds / 2,
-                prefix="ceiling",
-            )
+                )
+                print(_format_row(rows[-1]), file=sys.stderr, flush=True)
+        generator = _load(
+            wrk,
+            ingress,
+            "health",
+            concurrency=64,
+            seconds=options.measure_seconds / 2,
+            prefix="ceiling",
+        )
     report = _report(options, rows, generator["requests"] / (generator["duration_us"] / 1e6))
     _print_table(report)
     options.output.parent.mkdir(parents=True, exist_ok=True)

@@ -607,7 +607,7 @@ def _check_debits(
     the same host's wall clock.
     """
     for payment_id in sorted(ledger.payment_ids):
-        debits = sorted(ledger.debits(payment_id), key=_at)
+        debits = ledger.debits(payment_id)  # oldest first
         received = calls.get(payment_id, ())
         bodies = {charge for call in received if (charge := call.request.charge) is not None}
         for debit in debits:
