@@ -285,6 +285,13 @@ async def _wait_ready(
     process_exited = exited(process)
     try:
         await health.wait_until_answers(urls, exited=process_exited, seconds=seconds, what="the stack")
+        if not settings.database_url:  # the embedded PostgreSQL, which the service may outlive
+            await health.wait_until(
+                lambda: health.database_answers(settings.ledger_url),
+                exited=process_exited,
+                seconds=seconds,
+                what=Part.DATABASE,
+            )
         if settings.nodes > 1:
             await health.wait_until_every_partition_answers(
                 settings.ingress_urls, settings.partitions, exited=process_exited, seconds=seconds

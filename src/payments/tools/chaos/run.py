@@ -69,8 +69,6 @@ LEDGER_BALANCES_SQL: Final = """
     FROM ledger_accounts a LEFT JOIN ledger_entries e ON e.account_id = a.id
     WHERE a.kind = 'customer' GROUP BY a.id, a.balance
 """
-LEDGER_READ_SECONDS: Final = 60.0
-"""How long the run waits for the ledger's database to take its read after the storm."""
 
 
 def run_chaos(
@@ -357,24 +355,16 @@ async def read_final_state(clients: Clients, plan: Plan) -> tuple[dict[str, Paym
 async def read_ledger_state(url: str, started_wall: float) -> LedgerState:
     """Every transfer of the ledger at ``url``, and each customer account's cached and summed balance.
 
-    Times become seconds since ``started_wall``, the storm's start on the wall clock. The database
-    may be restarting after its last kill: the read is tried again until it succeeds.
+    Times become seconds since ``started_wall``, the storm's start on the wall clock. The stack's
+    ``wait_ready`` has seen the database answer after its last kill.
     """
-    deadline = time.monotonic() + LEDGER_READ_SECONDS
-    while True:
-        try:
-            connection = await asyncpg.connect(url, timeout=5)
-            try:
-                async with connection.transaction(isolation="repeatable_read", readonly=True):
-                    transfers = await connection.fetch(LEDGER_TRANSFERS_SQL)
-                    accounts = await connection.fetch(LEDGER_BALANCES_SQL)
-            finally:
-                await connection.close()
-            break
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+    connection = await asyncpg.connect(url, timeout=5)
+    try:
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            transfers = await connection.fetch(LEDGER_TRANSFERS_SQL)
+            accounts = await connection.fetch(LEDGER_BALANCES_SQL)
+    finally:
+        await connection.close()
     return LedgerState(
         transfers=tuple(
             Transfer(
