@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ import pytest
 def anyio_backend() -> str:
     """Async tests run on asyncio, the loop the service itself uses."""
     return "asyncio"
+
+
+@pytest.fixture
+def unique() -> str:
+    """A prefix that keeps each test's payment ids and accounts apart from the others'."""
+    return uuid.uuid4().hex[:12]
 
 
 @pytest.fixture(scope="session", autouse=True)

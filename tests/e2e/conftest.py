@@ -133,12 +133,6 @@ def screenshot() -> Callable[[Page, str], None]:
     return take
 
 
-@pytest.fixture
-def unique() -> str:
-    """A prefix that keeps each test's ids apart."""
-    return uuid.uuid4().hex[:10]
-
-
 @pytest.fixture(scope="module")
 def activity(api: Api) -> Activity:
     """Thirty payments from one account, one of them declined and one cancelled."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -49,9 +48,3 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedDatab
     """A PostgreSQL of its own, for tests of the ledger or of a service started by hand."""
     with LaunchedDatabase(Path(tmp_path_factory.mktemp("db"))) as launched:
         yield launched
-
-
-@pytest.fixture
-def unique() -> str:
-    """A prefix that keeps each test's payment ids and accounts apart from the others'."""
-    return uuid.uuid4().hex[:12]

@@ -37,12 +37,6 @@ async def ledger(database: LaunchedDatabase) -> AsyncIterator[Ledger]:
     await opened.close()
 
 
-@pytest.fixture
-def unique() -> str:
-    """A prefix that keeps each test's ids apart from the others' in the shared database."""
-    return uuid.uuid4().hex[:12]
-
-
 def on_database(url: str, name: str) -> str:
     """``url`` pointing at the database ``name`` of the same server."""
     parts = urlsplit(url)
