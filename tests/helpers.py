@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from payments.config import Settings
+from payments.console.restate import literal
 from payments.runtime.admin import Admin
 
 
@@ -20,6 +26,52 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def payments_cli(
+    *args: str,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``payments ARGS`` in a process of its own, pointed at ``settings``' stack if given; never raises on
+    its exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "payments.cli", *args],
+        input=stdin,
+        env={**os.environ, **(settings.to_env() if settings else {}), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def stored_payment(admin: Admin, payment_id: str) -> bytes | None:
+    """The payment Restate stores for ``payment_id``, as stored; None when it stores none."""
+    rows = await admin.query(
+        "SELECT value FROM state WHERE service_name = 'payments' AND key = 'payment'"
+        f" AND service_key = {literal(payment_id)}"
+    )
+    return bytes.fromhex(rows[0]["value"]) if rows else None
+
+
+async def set_stored_payment(settings: Settings, payment_id: str, value: bytes | None) -> None:
+    """Make Restate store ``value`` as ``payment_id``'s payment (None: nothing), through its admin API."""
+    new_state = {} if value is None else {"payment": list(value)}
+    async with (
+        httpx.AsyncClient(base_url=settings.admin_url, timeout=10) as http,
+        Admin(settings.admin_url) as admin,
+    ):
+        response = await http.post(
+            "/services/payments/state", json={"object_key": payment_id, "new_state": new_state}
+        )
+        assert response.is_success, response.text
+        for _ in range(100):  # the admin API applies it later
+            if await stored_payment(admin, payment_id) == value:
+                return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"Restate did not apply the new state of {payment_id}")
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from payments.runtime.processes import free_port
 from payments.tools.launcher import LaunchedStack, free_ports
+from tests.helpers import payments_cli
 
 HOSTILE = "x/../../payments/VICTIM/cancelPayment#"
 """Sent unescaped, it became ``POST /payments/VICTIM/cancelPayment``: a refund of VICTIM's payment."""
 COMMANDS = ["up", "pay", "cancel", "status", "deposit", "balance", "chaos", "bench"]
 
 
-def payments(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "payments.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_every_command_has_help(command: str | None) -> None:
-    result = payments(*([command] if command else []), "--help")
+    result = payments_cli(*([command] if command else []), "--help")
     assert result.returncode == 0
     assert "usage: payments" in result.stdout
 
 
 def test_without_a_stack_it_says_so_in_one_line() -> None:
-    result = payments("balance", "abc", "--ingress-port", str(free_port()))
+    result = payments_cli("balance", "abc", "--ingress-port", str(free_port()))
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1
     assert "not running" in result.stderr
@@ -44,7 +34,7 @@ def test_commands_against_a_running_stack(stack: LaunchedStack, unique: str) -> 
     port = ["--ingress-port", str(stack.settings.ingress_port)]
 
     def answer(*args: str) -> dict[str, object]:
-        result = payments(*args, *port)
+        result = payments_cli(*args, *port)
         assert result.returncode == 0, result.stderr
         parsed: dict[str, object] = json.loads(result.stdout)
         return parsed
@@ -57,7 +47,7 @@ def test_commands_against_a_running_stack(stack: LaunchedStack, unique: str) -> 
     assert answer("deposit", f"{unique}-a", "5", "--idempotency-key", f"{unique}-k")["balance"] == 100_005
     assert answer("balance", f"{unique}-a")["balance"] == 100_005
 
-    refused = payments("pay", f"{unique}-q", "--account", f"{unique}-a", "--amount", "0", *port)
+    refused = payments_cli("pay", f"{unique}-q", "--account", f"{unique}-a", "--amount", "0", *port)
     assert refused.returncode == 1
     assert refused.stderr.startswith("payments: 400 amount:")
 
@@ -86,21 +76,21 @@ def refused_in_one_line(result: subprocess.CompletedProcess[str], field: str) ->
 )
 def test_an_id_the_service_would_refuse_is_a_one_line_usage_error(args: list[str], field: str) -> None:
     # No stack at this port: the refusal comes before anything is sent.
-    result = payments(*args, "--ingress-port", str(free_port()))
+    result = payments_cli(*args, "--ingress-port", str(free_port()))
     assert refused_in_one_line(result, field), result
 
 
 def test_a_hostile_id_cannot_cancel_another_payment(stack: LaunchedStack, unique: str) -> None:
     port = ["--ingress-port", str(stack.settings.ingress_port)]
     account = f"{unique}-a"
-    assert payments("pay", "VICTIM", "--account", account, "--amount", "10", *port).returncode == 0
+    assert payments_cli("pay", "VICTIM", "--account", account, "--amount", "10", *port).returncode == 0
 
-    assert refused_in_one_line(payments("status", HOSTILE, *port), "paymentId")
-    assert refused_in_one_line(payments("balance", HOSTILE, *port), "accountId")
+    assert refused_in_one_line(payments_cli("status", HOSTILE, *port), "paymentId")
+    assert refused_in_one_line(payments_cli("balance", HOSTILE, *port), "accountId")
 
-    victim = json.loads(payments("status", "VICTIM", *port).stdout)
+    victim = json.loads(payments_cli("status", "VICTIM", *port).stdout)
     assert (victim["state"], victim["accountId"]) == ("COMPLETED", account)
-    assert json.loads(payments("balance", account, *port).stdout)["balance"] == 100_000 - 10
+    assert json.loads(payments_cli("balance", account, *port).stdout)["balance"] == 100_000 - 10
 
 
 def test_a_second_up_on_the_same_data_refuses_and_leaves_the_first_alone(stack: LaunchedStack) -> None:
@@ -109,7 +99,7 @@ def test_a_second_up_on_the_same_data_refuses_and_leaves_the_first_alone(stack: 
     untouched = {path: path.read_bytes() for path in kept}
     ports = free_ports()
 
-    result = payments(
+    result = payments_cli(
         "up",
         "--data-dir",
         str(data_dir),

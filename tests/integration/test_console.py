@@ -23,9 +23,9 @@ from payments.client import PaymentsClient
 from payments.console.app import ID_RULE
 from payments.console.formats import money
 from payments.domain.balances import MAX_BALANCE
-from payments.runtime.admin import Admin
 from payments.service.validation import MAX_ENTRY_ID
 from payments.tools.launcher import LaunchedStack
+from tests.helpers import set_stored_payment
 
 pytestmark = pytest.mark.anyio
 ANSWER_SECONDS: Final = 10.0
@@ -474,28 +474,6 @@ async def test_the_live_feed_sends_an_entry_that_commits_after_a_newer_one(
     assert (older["kind"], older["amount"]) == ("deposit", money(700))
 
 
-async def set_stored_payment(stack: LaunchedStack, payment_id: str, value: bytes | None) -> None:
-    """Make Restate store ``value`` as ``payment_id``'s payment (None: nothing), through its admin API."""
-    new_state = {} if value is None else {"payment": list(value)}
-    async with (
-        httpx.AsyncClient(base_url=stack.settings.admin_url, timeout=ANSWER_SECONDS) as http,
-        Admin(stack.settings.admin_url) as admin,
-    ):
-        response = await http.post(
-            "/services/payments/state", json={"object_key": payment_id, "new_state": new_state}
-        )
-        assert response.is_success, response.text
-        for _ in range(int(ANSWER_SECONDS / POLL_SECONDS)):  # the admin API applies it later
-            rows = await admin.query(
-                "SELECT count(*) AS n FROM state WHERE service_name = 'payments'"
-                f" AND service_key = '{payment_id}'"
-            )
-            if int(rows[0]["n"]) == len(new_state):
-                return
-            await asyncio.sleep(POLL_SECONDS)
-    pytest.fail(f"Restate did not apply the state of {payment_id}")
-
-
 @pytest.mark.parametrize(
     ("value", "shown"),
     [
@@ -518,12 +496,12 @@ async def test_a_stored_payment_of_an_older_or_unknown_form_shows_a_page(
 ) -> None:
     """A state written before a key existed, or one that is not JSON at all, is a page, not a 500."""
     payment_id = f"{unique}-p"
-    await set_stored_payment(stack, payment_id, value)
+    await set_stored_payment(stack.settings, payment_id, value)
     try:
         page = await console.get(f"/payments/{payment_id}")
     finally:
         # Reconciliation, which the tests after may run, would find it.
-        await set_stored_payment(stack, payment_id, None)
+        await set_stored_payment(stack.settings, payment_id, None)
 
     assert_answered(page, 200)
     assert all(text in page.text for text in shown), page.text

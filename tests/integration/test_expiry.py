@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from payments.client import PaymentsClient
 from payments.config import Settings
 from payments.runtime.admin import Admin
 from payments.tools.launcher import LaunchedStack
+from tests.helpers import set_stored_payment
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance
@@ -112,11 +112,7 @@ async def test_a_timer_of_a_cleared_lifecycle_does_not_end_the_next(
         Admin(long_lived.settings.admin_url) as admin,
     ):
         assert (await client.make_payment(payment_id, account, 40)).outcome == "completed"
-        async with httpx.AsyncClient(base_url=long_lived.settings.admin_url) as http:
-            cleared = await http.post(
-                "/services/payments/state", json={"object_key": payment_id, "new_state": {}}
-            )
-        assert cleared.is_success, cleared.text
+        await set_stored_payment(long_lived.settings, payment_id, None)
         await wait_until_new(client, payment_id)
         await asyncio.sleep(LONG_WINDOW_SECONDS / 2)
         assert (await client.make_payment(payment_id, account, 40)).outcome == "completed"

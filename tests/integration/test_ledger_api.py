@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +12,7 @@ import pytest
 from payments.client import PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.tools.launcher import LaunchedStack
+from tests.helpers import payments_cli
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance
@@ -100,15 +98,10 @@ def test_history_shows_every_entry_of_a_payment_id(stack: LaunchedStack, unique:
             await client.cancel_payment(f"{unique}-p")
 
     asyncio.run(pay_and_cancel())
-    shown = subprocess.run(
-        [sys.executable, "-m", "payments.cli", "history", f"{unique}-p"],
-        env={**os.environ, **stack.settings.to_env()},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = payments_cli("history", f"{unique}-p", settings=stack.settings)
 
-    entries = [json.loads(line) for line in shown.splitlines()]
+    assert shown.returncode == 0, shown.stderr
+    entries = [json.loads(line) for line in shown.stdout.splitlines()]
     sides = [
         (e["kind"], "@payments" if e["account_id"].startswith("@payments:") else e["account_id"], e["amount"])
         for e in entries

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from payments.config import Part
 from payments.runtime import health
 from payments.runtime.postgres import DatabaseError
 from payments.tools.launcher import LaunchedDatabase, LaunchedStack
-from tests.helpers import wait_for
+from tests.helpers import payments_cli, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedStack]:
 
 def psql(stack: LaunchedStack, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
     """``payments psql ARGS`` against ``stack``; its standard output."""
-    result = subprocess.run(
-        [sys.executable, "-m", "payments.cli", "psql", *args],
-        input=stdin,
-        env={**os.environ, **stack.settings.to_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = payments_cli("psql", *args, settings=stack.settings, env=env, stdin=stdin)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

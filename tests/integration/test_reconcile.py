@@ -6,19 +6,14 @@ service's back (and put them back afterwards).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from payments.client import PaymentsClient
@@ -27,6 +22,7 @@ from payments.runtime.processes import port_is_free
 from payments.runtime.reconcile import Reconciliation, read_ledger, reconcile
 from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase, LaunchedStack
+from tests.helpers import payments_cli, set_stored_payment, stored_payment
 
 pytestmark = pytest.mark.anyio
 
@@ -58,19 +54,6 @@ async def traffic(own_stack: LaunchedStack, unique: str) -> dict[str, str]:
     return ids
 
 
-def run_cli(stack: LaunchedStack, *options: str) -> tuple[int, str]:
-    """``payments reconcile --json`` against the stack: its exit status and output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "payments.cli", "reconcile", "--json", *options],
-        env={**os.environ, **stack.settings.to_env()},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    return done.returncode, done.stdout
-
-
 def found(result: Reconciliation) -> set[tuple[str, str]]:
     return {(problem.check, problem.subject) for problem in result.problems}
 
@@ -80,8 +63,8 @@ async def test_real_traffic_reconciles_clean(own_stack: LaunchedStack, traffic: 
 
     assert result.problems == ()
     assert result.payment_ids >= 3
-    status, output = run_cli(own_stack)
-    assert (status, json.loads(output)["ok"]) == (0, True), output
+    done = payments_cli("reconcile", "--json", settings=own_stack.settings)
+    assert (done.returncode, json.loads(done.stdout)["ok"]) == (0, True), done.stdout
 
 
 async def test_reconcile_reads_restate_through_the_next_node_when_node_1_does_not_answer(
@@ -97,8 +80,10 @@ async def test_reconcile_reads_restate_through_the_next_node_when_node_1_does_no
 
     assert result.problems == ()
     assert result.payment_ids >= 3
-    status, output = run_cli(own_stack, "--nodes", "2", "--admin-port", str(node_1_down.admin_port))
-    assert (status, json.loads(output)["ok"]) == (0, True), output
+    done = payments_cli(
+        "reconcile", "--json", "--nodes", "2", "--admin-port", str(node_1_down.admin_port), settings=settings
+    )
+    assert (done.returncode, json.loads(done.stdout)["ok"]) == (0, True), done.stdout
 
 
 @asynccontextmanager
@@ -119,44 +104,18 @@ async def test_an_entry_changed_behind_the_ledgers_back_is_reported(
     own_stack: LaunchedStack, traffic: dict[str, str]
 ) -> None:
     async with Admin(own_stack.settings.admin_url) as admin:
-        payment = await stored(admin, traffic["completed"])
+        payment = await stored_payment(admin, traffic["completed"])
     assert payment is not None
-    debit_id = payment["debit_id"]
+    debit_id = json.loads(payment)["debit_id"]
     async with entry_changed(own_stack, debit_id, traffic["account"]):
         result = await reconcile(own_stack.settings)
-        status, output = run_cli(own_stack)
+        done = payments_cli("reconcile", "--json", settings=own_stack.settings)
 
     expected = {("cached-balance", traffic["account"]), ("unbalanced-transfer", debit_id)}
     assert expected <= found(result)
-    assert status == 1
-    assert expected <= {(p["check"], p["subject"]) for p in json.loads(output)["problems"]}
+    assert done.returncode == 1
+    assert expected <= {(p["check"], p["subject"]) for p in json.loads(done.stdout)["problems"]}
     assert (await reconcile(own_stack.settings)).ok
-
-
-async def stored(admin: Admin, payment_id: str) -> dict[str, Any] | None:
-    rows = await admin.query(
-        "SELECT value FROM state WHERE service_name = 'payments' AND key = 'payment'"
-        f" AND service_key = '{payment_id}'"
-    )
-    return json.loads(bytes.fromhex(rows[0]["value"])) if rows else None
-
-
-async def set_state(stack: LaunchedStack, payment_id: str, value: dict[str, Any] | None) -> None:
-    """Replace the id's stored payment through the admin API, and wait until Restate has applied it."""
-    new_state = {} if value is None else {"payment": list(json.dumps(value).encode())}
-    async with (
-        httpx.AsyncClient(base_url=stack.settings.admin_url) as http,
-        Admin(stack.settings.admin_url) as admin,
-    ):
-        response = await http.post(
-            "/services/payments/state", json={"object_key": payment_id, "new_state": new_state}
-        )
-        assert response.is_success, response.text
-        for _ in range(100):
-            if await stored(admin, payment_id) == value:
-                return
-            await asyncio.sleep(0.1)
-    pytest.fail(f"Restate did not apply the new state of {payment_id}")
 
 
 @pytest.mark.parametrize(
@@ -176,13 +135,15 @@ async def test_a_restate_state_the_ledger_contradicts_is_reported(
 ) -> None:
     payment_id = traffic[edited]
     async with Admin(own_stack.settings.admin_url) as admin:
-        original = await stored(admin, payment_id)
+        original = await stored_payment(admin, payment_id)
     assert original is not None
-    await set_state(own_stack, payment_id, {**original, **edit})
+    await set_stored_payment(
+        own_stack.settings, payment_id, json.dumps({**json.loads(original), **edit}).encode()
+    )
     try:
         result = await reconcile(own_stack.settings)
     finally:
-        await set_state(own_stack, payment_id, original)
+        await set_stored_payment(own_stack.settings, payment_id, original)
 
     assert found(result) == {(check, payment_id)}
 
