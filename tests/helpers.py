@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from payments.client import PaymentsClient
 from payments.config import Settings
 from payments.console.restate import literal
 from payments.runtime.admin import Admin
@@ -45,6 +46,15 @@ def payments_cli(
         timeout=60,
         check=False,
     )
+
+
+async def wait_until_new(client: PaymentsClient, payment_id: str) -> None:
+    """Wait until ``payment_id`` is NEW (its expiry timer fired); fail the test after 30 s."""
+    for _ in range(300):
+        if (await client.get_status(payment_id)).state == "NEW":
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{payment_id} did not expire")
 
 
 async def stored_payment(admin: Admin, payment_id: str) -> bytes | None:

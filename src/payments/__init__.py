@@ -7,11 +7,12 @@ service itself.
 
 from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
-from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.answers import BalanceAnswer, DepositAnswer, PaymentAnswer
 from payments.service.validation import InvalidInputError
 
 __all__ = [
     "BalanceAnswer",
+    "DepositAnswer",
     "InvalidInputError",
     "NotRunningError",
     "PaymentAnswer",

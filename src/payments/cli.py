@@ -164,7 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _history(args: argparse.Namespace, settings: Settings) -> int:
-    from payments.service.ledger import Ledger  # noqa: PLC0415 - asyncpg loads only for this command
+    # asyncpg loads only for this command.
+    import asyncpg  # noqa: PLC0415
+
+    from payments.service.ledger import Ledger, LedgerError  # noqa: PLC0415
 
     try:
         payment_id = parse_id(args.payment_id, "paymentId")
@@ -183,6 +186,9 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
         lines = asyncio.run(read())
     except OSError as error:
         print(f"payments: the ledger does not answer at {settings.ledger_url}: {error}", file=sys.stderr)
+        return 1
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, LedgerError) as error:
+        print(f"payments: the ledger refused to read: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print("\n".join(lines) if lines else f"no ledger entry for payment id {payment_id}")
     return 0

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from payments.service.answers import BalanceAnswer, PaymentAnswer, StatementAnswer
-from payments.service.validation import parse_id
+from payments.service.answers import BalanceAnswer, DepositAnswer, PaymentAnswer, StatementAnswer
+from payments.service.validation import IDEMPOTENCY_HEADER, parse_id
 
 REQUEST_TIMEOUT_SECONDS = 30.0
 NOT_FOUND = 404
@@ -92,12 +92,16 @@ class PaymentsClient:
 
     async def deposit(
         self, account_id: str, amount: int, *, idempotency_key: str | None = None
-    ) -> BalanceAnswer:
-        """Add funds; pass ``idempotency_key`` to make retries of the same deposit safe."""
+    ) -> DepositAnswer:
+        """Add funds; pass ``idempotency_key`` to make retries of the same deposit safe.
+
+        The ledger keeps a key for ever: the same key again deposits nothing more (``repeated``),
+        and with another amount it is refused (409).
+        """
         headers: dict[str, str] = {}
         if idempotency_key is not None:
-            headers["idempotency-key"] = parse_id(idempotency_key, "idempotency-key")
-        return BalanceAnswer.model_validate_json(
+            headers[IDEMPOTENCY_HEADER] = parse_id(idempotency_key, IDEMPOTENCY_HEADER)
+        return DepositAnswer.model_validate_json(
             await self._call(_path("accounts", account_id, "deposit"), json=amount, headers=headers)
         )
 

@@ -12,7 +12,7 @@ from payments.client import PaymentsClient
 from payments.config import Settings
 from payments.runtime.admin import Admin
 from payments.tools.launcher import LaunchedStack
-from tests.helpers import set_stored_payment
+from tests.helpers import set_stored_payment, wait_until_new
 
 pytestmark = pytest.mark.anyio
 OPENING = Settings().opening_balance
@@ -34,14 +34,6 @@ def short_lived(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedSt
 async def expiring(short_lived: LaunchedStack) -> AsyncIterator[PaymentsClient]:
     async with PaymentsClient(short_lived.settings.ingress_url) as client:
         yield client
-
-
-async def wait_until_new(client: PaymentsClient, payment_id: str) -> None:
-    for _ in range(300):
-        if (await client.get_status(payment_id)).state == "NEW":
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{payment_id} did not expire")
 
 
 async def test_completed_id_expires_and_can_be_charged_again(expiring: PaymentsClient, unique: str) -> None:

@@ -16,6 +16,7 @@ from payments.domain.balances import MAX_BALANCE, DepositRefusedError
 from payments.service.ledger import (
     AccountNotFoundError,
     DebitNotFoundError,
+    Deposit,
     Ledger,
     TransferConflictError,
     Withdrawal,
@@ -98,13 +99,16 @@ async def test_a_repeated_write_answers_the_first_result_and_records_nothing(
 ) -> None:
     account = f"{unique}-a"
     first = await ledger.withdraw(f"{unique}-w", account, 300, f"{unique}-p", opening=1000)
-    await ledger.deposit(f"{unique}-d", account, 50, opening=None)
+    deposited = await ledger.deposit(f"{unique}-d", account, 50, opening=None)
     assert await ledger.withdraw(f"{unique}-w", account, 300, f"{unique}-p", opening=1000) == first
     assert first == Withdrawal(f"{unique}-w", "posted", 700)
-    assert await ledger.deposit(f"{unique}-d", account, 50, opening=None) == (
-        await ledger.balance(account, opening=None)
-    )
-    assert (await ledger.balance(account, opening=None)).balance == 750
+    await ledger.withdraw(f"{unique}-w2", account, 5, f"{unique}-p2", opening=None)
+
+    again = await ledger.deposit(f"{unique}-d", account, 50, opening=None)
+
+    assert deposited == Deposit(account, 750, repeated=False)
+    assert again == Deposit(account, 745, repeated=True), "a repeat says so, with the balance now"
+    assert (await ledger.balance(account, opening=None)).balance == 745
 
 
 async def test_a_declined_withdrawal_is_recorded_and_replayed_as_declined(

@@ -8,6 +8,7 @@ import payments
 
 PUBLIC = {
     "BalanceAnswer",
+    "DepositAnswer",
     "InvalidInputError",
     "NotRunningError",
     "PaymentAnswer",

@@ -91,15 +91,26 @@ class Payment:
     ``charge`` is the charge the id completed with. A CANCELLED payment keeps it when the cancel
     refunded it, so "was this refunded" is ``charge is not None`` and needs no flag of its own.
     ``debit_id`` is the ledger's id of the withdrawal that took the charge, which its refund names.
-    ``lifecycle`` names the lifecycle, from the id's first state to its expiry: the expiry timer
-    carries it, so that a timer of another lifecycle cannot end this one. None for NEW, and for
-    state stored before lifecycles were named (whose timers carry none either).
+    ``lifecycle`` names the lifecycle, from the id's first state to its expiry, uniquely: no other
+    lifecycle of any id has that name, whatever the requests carried. The expiry timer carries it, so
+    that a timer of another lifecycle cannot end this one, and a lifecycle that began with a charge
+    took it under the debit id :func:`debit_id_of` gives. None for NEW, and for state stored before
+    lifecycles were named (whose timers carry none either).
     """
 
     state: State = State.NEW
     charge: Charge | None = None
     lifecycle: str | None = None
     debit_id: str | None = None
+
+
+def debit_id_of(lifecycle: str) -> str:
+    """The ledger's id of the debit that began ``lifecycle``.
+
+    New in every lifecycle and the same in every retry of the request that began it, so the ledger
+    records that charge once and answers no other charge's result for it.
+    """
+    return f"payment:{lifecycle}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +193,10 @@ class Effects(Protocol):
     """What carries out the table's effects, provided by the handlers: moving money, arming timers."""
 
     async def withdraw(self, charge: Charge) -> str | None:
-        """Take the charge from its account: the withdrawal's id, or None when funds are insufficient."""
+        """Take the charge from its account: the withdrawal's id, or None when funds are insufficient.
+
+        The id is :func:`debit_id_of` the lifecycle that a following :meth:`arm_expiry` names.
+        """
         ...
 
     async def refund(self, debit: Debit) -> None:
@@ -193,7 +207,7 @@ class Effects(Protocol):
         """The id's last charge that was never refunded, taken in a window that has expired."""
         ...
 
-    def arm_expiry(self) -> str:
+    async def arm_expiry(self) -> str:
         """Schedule the EXPIRE event of this payment id after the expiry window.
 
         Returns the name of the lifecycle that the timer carries, unique to this lifecycle.
@@ -242,7 +256,7 @@ async def advance(
     rule = TRANSITIONS[(payment.state, event)]
     for effect in rule.effects:
         if effect is Effect.ARM_EXPIRY:
-            lifecycle = effects.arm_expiry()
+            lifecycle = await effects.arm_expiry()
         elif effect is Effect.FIND_EARLIER_CHARGE:
             earlier = await effects.find_earlier_charge()
             if earlier is None:

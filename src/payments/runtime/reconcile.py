@@ -9,7 +9,9 @@ refunds, and every debit names a payment id.
 
 Restate's side is the stored state of every payment id (read through the admin API's SQL), which
 :func:`payment_problems` holds against the ledger's debits of those ids: a COMPLETED id has its
-stored debit posted with its charge and unrefunded; a CANCELLED id that was charged has that debit
+stored debit posted with its charge and unrefunded, and that debit is the one its lifecycle made
+(not one of an earlier lifecycle of the id, which the ledger would answer again for a debit id that
+names it); a CANCELLED id that was charged has that debit
 refunded; and no id has a posted, unrefunded debit newer than its stored one (a second charge in one
 lifecycle). A debit whose id Restate does not know is fine: the id's window expired and its state
 was cleared, which is what the ledger is there to outlive.
@@ -35,7 +37,7 @@ import asyncpg
 import httpx
 
 from payments.config import Settings
-from payments.domain.state_machine import State
+from payments.domain.state_machine import State, debit_id_of
 from payments.runtime.admin import AdminError, Admins
 
 STATE_QUERY: Final = (
@@ -123,6 +125,7 @@ class StoredPayment:
     account_id: str | None
     amount: int | None
     debit_id: str | None
+    lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ def stored_payment(payment_id: str, value_hex: str) -> StoredPayment | Problem:
             charge.get("account_id"),
             charge.get("amount"),
             stored.get("debit_id"),
+            stored.get("lifecycle"),
         )
         _check_types(payment)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -157,11 +161,11 @@ def stored_payment(payment_id: str, value_hex: str) -> StoredPayment | Problem:
 
 def _check_types(payment: StoredPayment) -> None:
     """Raise TypeError unless every field holds what the service stores there."""
-    texts = (payment.account_id, payment.debit_id)
+    texts = (payment.account_id, payment.debit_id, payment.lifecycle)
     if not isinstance(payment.state, str) or not all(
         text is None or (text and isinstance(text, str)) for text in texts
     ):
-        raise TypeError("state, account_id and debit_id must be non-empty strings")
+        raise TypeError("state, account_id, debit_id and lifecycle must be non-empty strings")
     if payment.amount is not None and (
         not isinstance(payment.amount, int) or isinstance(payment.amount, bool)
     ):
@@ -196,6 +200,14 @@ def _problems_of(payment: StoredPayment, debits: Sequence[PostedDebit]) -> list[
         )
     debit = debits[index]
     found: list[Problem] = []
+    # A cancel after the window refunds a debit of an earlier lifecycle: only COMPLETED is bound to its own.
+    own = None if payment.lifecycle is None else debit_id_of(payment.lifecycle)
+    if payment.state == State.COMPLETED and own not in (None, debit.transfer_id):
+        found += problem(
+            "debit-of-another-lifecycle",
+            f"its debit {debit.transfer_id} was not made in its lifecycle {payment.lifecycle}, whose"
+            f" debit would be {own}: the ledger answered an earlier charge, and nothing was charged now",
+        )
     if (debit.account_id, debit.amount) != (payment.account_id, payment.amount):
         found += problem(
             "charge-mismatch",

@@ -53,7 +53,9 @@ class PaymentAnswer(pydantic.BaseModel):
             "status",
             money_moved=False,
             charge=payment.charge,
-            reason=_STATUS_REASONS[(payment.state, payment.charge is not None)],
+            reason=_STATUS_REASONS.get((payment.state, payment.charge is not None))
+            or f"Restate stores this id {payment.state.value} {'with' if payment.charge else 'without'}"
+            " a charge, which no call leaves: an operator should run payments reconcile",
         )
 
     @classmethod
@@ -85,6 +87,17 @@ class BalanceAnswer(pydantic.BaseModel):
 
     accountId: str  # noqa: N815
     balance: int
+
+
+class DepositAnswer(BalanceAnswer):
+    """What deposit answers: the balance now, and whether this deposit was already in the ledger.
+
+    ``repeated`` is true when the ledger already held the deposit of this idempotency key: nothing
+    was credited by this call, and ``balance`` is the balance now, not the one right after the
+    first. (While Restate keeps the key, its ingress answers the first call's answer instead.)
+    """
+
+    repeated: bool
 
 
 class StatementEntry(pydantic.BaseModel):

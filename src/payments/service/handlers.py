@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, Final, TypeVar, cast
@@ -23,11 +24,18 @@ from restate.server_context import DisconnectedException
 from payments.config import Settings
 from payments.domain import state_machine
 from payments.domain.balances import DepositRefusedError
-from payments.domain.state_machine import Charge, Debit, Event, Outcome, Payment, State
+from payments.domain.state_machine import Charge, Debit, Event, Outcome, Payment, State, debit_id_of
 from payments.service import ledger
-from payments.service.answers import BalanceAnswer, PaymentAnswer, StatementAnswer, StatementEntry
+from payments.service.answers import (
+    BalanceAnswer,
+    DepositAnswer,
+    PaymentAnswer,
+    StatementAnswer,
+    StatementEntry,
+)
 from payments.service.validation import (
     ID_MAX_LENGTH,
+    IDEMPOTENCY_HEADER,
     InvalidInputError,
     parse_amount,
     parse_id,
@@ -179,20 +187,33 @@ def checked_key(ctx: AnyObjectContext, field: str) -> str:
 # -- payments --------------------------------------------------------------------------------------
 
 
+async def _random_id() -> str:
+    return uuid.uuid4().hex
+
+
 class RestateEffects:
     """Moves the money of one payment in the ledger, each movement one durable step."""
 
     def __init__(self, ctx: restate.ObjectContext, settings: Settings) -> None:
         self._ctx = ctx
         self._expiry = timedelta(seconds=settings.expiry_seconds)
+        self._lifecycle: str | None = None
+
+    async def _new_lifecycle(self) -> str:
+        """The name of the lifecycle this call would begin: drawn at random once, and journaled.
+
+        Not the invocation id: Restate gives a request with an idempotency key the invocation id
+        of an earlier one once the key's retention has passed, and seeds ``ctx.uuid()`` from it, so
+        both can name a lifecycle that is over, whose debit the ledger would answer again. A
+        journaled draw is the same in every retry of this call and new in every other call.
+        """
+        if self._lifecycle is None:
+            self._lifecycle = await self._ctx.run_typed("draw a lifecycle", _random_id)
+        return self._lifecycle
 
     async def withdraw(self, charge: Charge) -> str | None:
-        """Take the charge from its account: the withdrawal's transfer id, or None when declined.
-
-        The transfer id comes from the invocation, so it is the same in every retry of this call
-        and differs between the lifecycles of the payment id.
-        """
-        transfer_id = f"payment:{self._ctx.request().id}"
+        """Take the charge from its account: the withdrawal's transfer id, or None when declined."""
+        transfer_id = debit_id_of(await self._new_lifecycle())
         payment_id = self._ctx.key()
 
         async def take() -> dict[str, Any]:
@@ -226,29 +247,36 @@ class RestateEffects:
         earlier = ledger.Debit.from_json(found)
         return Debit(Charge(earlier.account_id, earlier.amount), earlier.transfer_id)
 
-    def arm_expiry(self) -> str:
-        """Send expireToken to this payment id after the expiry window, naming this lifecycle.
-
-        The lifecycle is named after the invocation that starts it: unique, and the same when
-        Restate replays the invocation.
-        """
-        lifecycle = self._ctx.request().id
+    async def arm_expiry(self) -> str:
+        """Send expireToken to this payment id after the expiry window, naming this lifecycle."""
+        lifecycle = await self._new_lifecycle()
         self._ctx.object_send(expire_token, key=self._ctx.key(), arg=lifecycle, send_delay=self._expiry)
         return lifecycle
 
 
 async def load_payment(ctx: AnyObjectContext) -> Payment:
-    """The stored payment of this id; NEW when nothing is stored."""
-    stored: dict[str, Any] | None = await ctx.get(PAYMENT_KEY)
-    if stored is None:
-        return Payment()
-    charge = stored.get("charge")
-    return Payment(
-        State(stored["state"]),
-        Charge(**charge) if charge else None,
-        stored.get("lifecycle"),
-        stored.get("debit_id"),
-    )
+    """The stored payment of this id; NEW when nothing is stored.
+
+    A stored value this service never writes (an operator's edit, a bug) ends the call with an
+    error that says so, rather than an exception that Restate would retry with the key held.
+    """
+    try:
+        stored: dict[str, Any] | None = await ctx.get(PAYMENT_KEY)
+        if stored is None:
+            return Payment()
+        charge = stored.get("charge")
+        return Payment(
+            State(stored["state"]),
+            Charge(**charge) if charge else None,
+            stored.get("lifecycle"),
+            stored.get("debit_id"),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise rejection(
+            f"paymentId: the state Restate stores for this id cannot be read ({error!r}); an operator"
+            " must repair or clear it (README, Stuck invocations)",
+            500,
+        ) from None
 
 
 def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
@@ -322,7 +350,7 @@ async def expire_token(ctx: restate.ObjectContext, lifecycle: str | None) -> Non
 async def balance_step(
     ctx: AnyObjectContext, name: str, call: Callable[[ledger.Ledger], Awaitable[ledger.Balance]]
 ) -> BalanceAnswer:
-    """Deposit, balance and open: one ledger call that ends in a balance, as one durable step."""
+    """Balance and open: one ledger call that ends in a balance, as one durable step."""
 
     async def step() -> dict[str, Any]:
         return (await call(the_ledger())).to_json()
@@ -332,20 +360,32 @@ async def balance_step(
 
 
 @handler(accounts, "deposit", input_serde=_RAW)
-async def deposit(ctx: restate.ObjectContext, body: bytes) -> BalanceAnswer:
-    """Add funds: once per call, or once per idempotency key (Restate's header)."""
+async def deposit(ctx: restate.ObjectContext, body: bytes) -> DepositAnswer:
+    """Add funds: once per call, or once per idempotency key (Restate's header), for ever."""
     account_id = checked_key(ctx, "accountId")
     try:
         amount = parse_amount(body)
     except InvalidInputError as error:
         raise bad_request(error) from None
-    # Restate answers a repeated idempotency-key header with the first call's invocation, so its id
-    # (and this transfer id) is the same for every retry while Restate keeps the key.
+    # With an idempotency key, Restate derives the invocation id from the key, the account and the
+    # handler, so this id names the key's deposit for ever, and the ledger keeps it (README, Deposits
+    # and their keys). Without a key, every request has an invocation id of its own. (The key itself
+    # never reaches the handler: Restate keeps it.)
     transfer_id = f"deposit:{ctx.request().id}"
 
-    return await balance_step(
-        ctx, "deposit", lambda books: books.deposit(transfer_id, account_id, amount, opening=OPENING)
-    )
+    async def credit() -> dict[str, Any]:
+        try:
+            done = await the_ledger().deposit(transfer_id, account_id, amount, opening=OPENING)
+        except ledger.TransferConflictError:
+            raise rejection(
+                f"{IDEMPOTENCY_HEADER}: this key was used for a deposit of another amount to {account_id};"
+                " a new deposit needs a new key",
+                409,
+            ) from None
+        return done.to_json()
+
+    done = ledger.Deposit.from_json(await journaled(ctx, "deposit", credit))
+    return DepositAnswer(accountId=done.account_id, balance=done.balance, repeated=done.repeated)
 
 
 @handler(accounts, "balance", kind="shared")

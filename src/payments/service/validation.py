@@ -16,6 +16,8 @@ from pydantic import ConfigDict, Field, StringConstraints
 from payments.domain.state_machine import Charge
 
 ID_MAX_LENGTH: Final = 128
+IDEMPOTENCY_HEADER: Final = "idempotency-key"
+"""Restate's header for a request's idempotency key: an id like any other (the same alphabet)."""
 ID_PATTERN: Final = r"^[A-Za-z0-9_.:\-]+$"
 MAX_AMOUNT: Final = 1_000_000_000_000
 """Largest amount in cents of one payment or deposit: 10 billion in whole units."""

@@ -61,7 +61,7 @@ class FakeEffects:
         unrefunded = [debit for debit_id, debit in self.debits.items() if debit_id not in self.refunds]
         return unrefunded[-1] if unrefunded else None
 
-    def arm_expiry(self) -> str:
+    async def arm_expiry(self) -> str:
         self.armed += 1
         return f"lifecycle-{self.armed}"
 

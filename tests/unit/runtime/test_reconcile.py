@@ -19,13 +19,17 @@ from payments.runtime.reconcile import (
 )
 
 
-def completed(debit_id: str | None = "payment:inv_1", amount: int = 100) -> StoredPayment:
-    return StoredPayment("p", "COMPLETED", "a", amount, debit_id)
+def completed(
+    debit_id: str | None = "payment:inv_1", amount: int = 100, lifecycle: str | None = "inv_1"
+) -> StoredPayment:
+    return StoredPayment("p", "COMPLETED", "a", amount, debit_id, lifecycle)
 
 
-def cancelled(debit_id: str | None = "payment:inv_1") -> StoredPayment:
+def cancelled(debit_id: str | None = "payment:inv_1", lifecycle: str = "inv_1") -> StoredPayment:
     charged = debit_id is not None
-    return StoredPayment("p", "CANCELLED", "a" if charged else None, 100 if charged else None, debit_id)
+    return StoredPayment(
+        "p", "CANCELLED", "a" if charged else None, 100 if charged else None, debit_id, lifecycle
+    )
 
 
 def debit(transfer_id: str = "payment:inv_1", *, refunds: int = 0, amount: int = 100) -> PostedDebit:
@@ -107,6 +111,11 @@ def test_agreement_is_clean(payment: StoredPayment, debits: list[PostedDebit]) -
         (completed(), [debit(refunds=1)], ["completed-but-refunded"]),
         (completed(amount=99), [debit()], ["charge-mismatch"]),
         (completed(), [debit(), debit("payment:inv_1:again")], ["charged-again"]),
+        # The ledger answered the debit of an expired lifecycle for the debit id the new one named.
+        (completed(lifecycle="inv_2"), [debit()], ["debit-of-another-lifecycle"]),
+        (completed(lifecycle=None), [debit()], []),  # stored before lifecycles were named
+        (cancelled(lifecycle="inv_2"), [debit(refunds=1)], []),  # a cancel after the window
+        (cancelled(lifecycle="inv_1"), [debit(refunds=1)], []),
         (cancelled(), [debit()], ["cancelled-not-refunded"]),
         (cancelled(), [], ["cancelled-without-debit"]),
         (cancelled(), [debit(refunds=1), debit("payment:inv_2")], ["charged-again"]),

@@ -6,21 +6,24 @@ from payments.service.ledger.errors import (
     DebitNotFoundError,
     LedgerArgumentError,
     LedgerError,
+    LedgerFaultError,
     TransferConflictError,
 )
 from payments.service.ledger.ledger import Ledger
-from payments.service.ledger.records import Balance, Debit, Entry, Refund, Statement, Withdrawal
+from payments.service.ledger.records import Balance, Debit, Deposit, Entry, Refund, Statement, Withdrawal
 
 __all__ = [
     "AccountNotFoundError",
     "Balance",
     "Debit",
     "DebitNotFoundError",
+    "Deposit",
     "DepositRefusedError",
     "Entry",
     "Ledger",
     "LedgerArgumentError",
     "LedgerError",
+    "LedgerFaultError",
     "Refund",
     "Statement",
     "TransferConflictError",

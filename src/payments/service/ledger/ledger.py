@@ -7,7 +7,8 @@ any round trip.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Final, Self
 
 import asyncpg
@@ -18,10 +19,20 @@ from payments.service.ledger.errors import (
     DebitNotFoundError,
     LedgerArgumentError,
     LedgerError,
+    LedgerFaultError,
     TransferConflictError,
 )
 from payments.service.ledger.migrate import migrate
-from payments.service.ledger.records import Balance, Debit, Entry, Refund, Statement, Withdrawal, iso_utc
+from payments.service.ledger.records import (
+    Balance,
+    Debit,
+    Deposit,
+    Entry,
+    Refund,
+    Statement,
+    Withdrawal,
+    iso_utc,
+)
 from payments.service.validation import MAX_ENTRY_ID, MAX_PAGE
 
 _ERRORS: Final[Mapping[str, type[Exception]]] = {
@@ -31,6 +42,28 @@ _ERRORS: Final[Mapping[str, type[Exception]]] = {
     "LG422": DepositRefusedError,
 }
 """The SQLSTATEs the ledger's functions raise, and what each means here."""
+
+PASSING: Final = ("08", "40", "53", "57", "58", "55P03")
+"""SQLSTATEs (classes, or one code) of a failure that a later try may not meet: the connection failed,
+a deadlock or serialization failure rolled the transaction back, the server is short of resources,
+shutting down, starting, or cancelled the statement, an I/O error, a lock not granted in time. Every
+other refusal is raised as :class:`LedgerFaultError`: trying again would fail again, for ever."""
+
+
+@contextmanager
+def _refusals_translated() -> Iterator[None]:
+    """Raise PostgreSQL's refusals as the ledger's own errors, and passing failures unchanged."""
+    try:
+        yield
+    except asyncpg.PostgresError as error:
+        state = error.sqlstate or ""
+        refusal = _ERRORS.get(state)
+        if refusal is not None:
+            raise refusal(error.args[0]) from None
+        if state.startswith(PASSING):
+            raise
+        raise LedgerFaultError(f"{type(error).__name__} (SQLSTATE {state}): {error}") from error
+
 
 ENTRY_COLUMNS: Final = """
     e.id, e.transfer_id, e.account_id, t.kind, e.amount, t.payment_id, e.created_at, e.balance_after
@@ -95,15 +128,17 @@ class Ledger:
             return await migrate(connection)
 
     async def _call(self, query: str, *args: object) -> asyncpg.Record:
-        try:
-            row = await self._pool.fetchrow(query, *args)
-        except asyncpg.PostgresError as error:
-            refusal = _ERRORS.get(error.sqlstate)
-            if refusal is None:
-                raise
-            raise refusal(error.args[0]) from None
+        row = await self._fetchrow(query, *args)
         assert row is not None, "a ledger function answers one row"
         return row
+
+    async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        with _refusals_translated():
+            return await self._pool.fetchrow(query, *args)
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        with _refusals_translated():
+            return await self._pool.fetch(query, *args)
 
     async def open_account(self, account_id: str, opening: int) -> Balance:
         """Open an account with ``opening`` cents (transfer ``open:<account_id>`` from ``@openings``).
@@ -151,7 +186,7 @@ class Ledger:
     async def last_unrefunded_debit(self, payment_id: str) -> Debit | None:
         """The newest posted debit of ``payment_id`` that has no refund, if any."""
         _text(payment_id, "payment_id")
-        row = await self._pool.fetchrow(
+        row = await self._fetchrow(
             """
             SELECT t.id, t.debit_account, t.amount, t.payment_id, t.created_at
             FROM ledger_transfers t
@@ -170,21 +205,23 @@ class Ledger:
 
     async def deposit(
         self, transfer_id: str, account_id: str, amount: int, *, opening: int | None
-    ) -> Balance:
+    ) -> Deposit:
         """Add ``amount`` cents from ``@deposits``; opens an unknown account as :meth:`withdraw` does.
 
-        Raises ``DepositRefusedError`` (nothing recorded) when the balance plus the cents that
-        refunds may still give back would pass ``MAX_BALANCE``.
+        A transfer id the ledger holds, for ever, records nothing and answers ``repeated`` with the
+        balance now; with another account or amount it raises :class:`TransferConflictError`. Raises
+        ``DepositRefusedError`` (nothing recorded) when the balance plus the cents that refunds may
+        still give back would pass ``MAX_BALANCE``.
         """
         row = await self._call(
-            "SELECT balance FROM ledger_deposit($1, $2, $3, $4, $5)",
+            "SELECT balance, repeated FROM ledger_deposit($1, $2, $3, $4, $5)",
             _text(transfer_id, "transfer_id"),
             _text(account_id, "account_id"),
             _cents(amount, "amount"),
             _opening(opening),
             MAX_BALANCE,
         )
-        return Balance(account_id, row["balance"])
+        return Deposit(account_id, row["balance"], row["repeated"])
 
     async def balance(self, account_id: str, *, opening: int | None) -> Balance:
         """The balance now.
@@ -194,7 +231,8 @@ class Ledger:
         """
         _text(account_id, "account_id")
         opening = _opening(opening)
-        balance = await self._pool.fetchval("SELECT balance FROM ledger_accounts WHERE id = $1", account_id)
+        row = await self._fetchrow("SELECT balance FROM ledger_accounts WHERE id = $1", account_id)
+        balance = None if row is None else row["balance"]
         if balance is None:
             if opening is None:
                 raise AccountNotFoundError(f"account {account_id} not found")
@@ -215,7 +253,7 @@ class Ledger:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
             raise LedgerArgumentError(f"limit: must be an integer from 1 to {MAX_PAGE}")
         # The account's row and its page in one query: no row at all means no such account.
-        rows = await self._pool.fetch(
+        rows = await self._fetch(
             f"""
             SELECT {ENTRY_COLUMNS}
             FROM ledger_accounts a
@@ -238,7 +276,7 @@ class Ledger:
     async def history(self, payment_id: str) -> list[Entry]:
         """Every entry of every transfer of ``payment_id``, across its lifecycles, oldest first."""
         _text(payment_id, "payment_id")
-        rows = await self._pool.fetch(
+        rows = await self._fetch(
             f"""
             SELECT {ENTRY_COLUMNS}
             FROM ledger_transfers t JOIN ledger_entries e ON e.transfer_id = t.id

@@ -43,6 +43,16 @@ class Balance(_Flat):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Deposit(_Flat):
+    """A deposit's result: the account's balance now, and whether the ledger already held the deposit."""
+
+    account_id: str
+    balance: int
+    repeated: bool
+    """True when the transfer id was taken by this same deposit before: nothing was credited now."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Withdrawal(_Flat):
     """A payment's debit: posted, or declined for want of funds (recorded all the same)."""
 

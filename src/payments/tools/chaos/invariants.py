@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from payments.domain.state_machine import Charge, Outcome, State
-from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.answers import BalanceAnswer, DepositAnswer, PaymentAnswer
 
 CallKind = Literal["makePayment", "cancelPayment", "deposit"]
 PAY: Final = "makePayment"
@@ -671,9 +671,11 @@ def _check_refunds(ledger: LedgerState, calls: Mapping[str, Sequence[Call]]) -> 
 def _check_deposits(ledger: LedgerState, deposits: Sequence[Call]) -> Iterator[Violation]:
     """Every acknowledged deposit is in the ledger once, and no deposit is there that no call explains.
 
-    A deposit's answer is the balance right after it, which the ledger's entry of it records: an
-    acknowledged key is the ledger's deposit of its account, amount and that balance. A key never
-    answered may or may not have deposited.
+    A deposit's first answer is the balance right after it, which the ledger's entry of it records:
+    an acknowledged key is the ledger's deposit of its account, amount and that balance. A repeat's
+    answer (the service restarted between the ledger's commit and Restate's record of it) gives the
+    balance at the time of the repeat, so it only says that the ledger holds a deposit of the key's
+    account and amount. A key never answered may or may not have deposited.
     """
     recorded = Counter(
         (t.account_id, t.amount, t.balance_after) for t in ledger.transfers if t.kind == DEPOSIT_KIND
@@ -682,18 +684,22 @@ def _check_deposits(ledger: LedgerState, deposits: Sequence[Call]) -> Iterator[V
     for sent in _by_key(deposits).values():
         request = sent[0].request
         account, amount = request.target, request.amount or 0
-        seen = sorted({call.answer.balance for call in sent if isinstance(call.answer, BalanceAnswer)})
-        if seen:
-            if recorded[account, amount, seen[0]]:
-                recorded[account, amount, seen[0]] -= 1
-            else:
-                yield Violation(
-                    "lost-deposit",
-                    f"{request.describe()} was answered with the balance {seen[0]}, and the ledger"
-                    " holds no deposit of it",
-                    account_id=account,
-                    calls=tuple(sent),
-                )
+        answers = [call.answer for call in sent if isinstance(call.answer, DepositAnswer)]
+        seen = sorted({answer.balance for answer in answers if not answer.repeated})
+        found = [key for key in recorded if key[:2] == (account, amount) and recorded[key]]
+        if seen and recorded[account, amount, seen[0]]:
+            recorded[account, amount, seen[0]] -= 1
+        elif answers and not seen and found:
+            recorded[found[0]] -= 1
+        elif answers:
+            yield Violation(
+                "lost-deposit",
+                f"{request.describe()} was answered"
+                f" {f'with the balance {seen[0]}' if seen else 'as a repeat'}, and the ledger holds no"
+                " deposit of it",
+                account_id=account,
+                calls=tuple(sent),
+            )
         elif any(call.status is None for call in sent):
             unanswered[account, amount] += 1
     extra: Counter[tuple[str, int]] = Counter()

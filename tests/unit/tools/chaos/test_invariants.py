@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from payments.domain.state_machine import State
-from payments.service.answers import BalanceAnswer, PaymentAnswer
+from payments.service.answers import BalanceAnswer, DepositAnswer, PaymentAnswer
 from payments.tools.chaos.invariants import (
     CANCEL,
     DEPOSIT,
@@ -138,8 +138,8 @@ def test_a_correct_history_has_no_violation() -> None:
         answered(pay("p3", 31), None, code=409, error="payment id reused"),
         answered(pay("p4", 5_000), status("p4", State.NEW, "declined", 5_000)),
         # Two copies of one deposit, sent at once with one key, deposit once.
-        answered(deposit(50, "d1"), BalanceAnswer(accountId="a", balance=1_050)),
-        answered(deposit(50, "d1"), BalanceAnswer(accountId="a", balance=1_050)),
+        answered(deposit(50, "d1"), DepositAnswer(accountId="a", balance=1_050, repeated=False)),
+        answered(deposit(50, "d1"), DepositAnswer(accountId="a", balance=1_050, repeated=False)),
     ]
     statuses = {
         **REFUNDED,
@@ -254,12 +254,23 @@ def test_a_call_that_never_got_an_answer_is_reported() -> None:
 
 
 def test_an_acknowledged_deposit_must_be_in_the_ledger_once() -> None:
-    calls = [answered(deposit(70, "d1"), BalanceAnswer(accountId="a", balance=1_070))]
+    calls = [answered(deposit(70, "d1"), DepositAnswer(accountId="a", balance=1_070, repeated=False))]
     violation = violation_of("lost-deposit", calls, {}, books())
     assert [call.request.idempotency_key for call in violation.calls] == ["d1"]
     assert rules(calls, {}, books(deposited(70, 1_070))) == []
     twice = books(deposited(70, 1_070), deposited(70, 1_140, at=0.6))
     assert rules(calls, {}, twice) == [("unknown-deposit", None)]
+
+
+def test_a_deposit_answered_as_a_repeat_needs_a_deposit_of_its_amount_at_any_balance() -> None:
+    calls = [answered(deposit(70, "d1"), DepositAnswer(accountId="a", balance=2_000, repeated=True))]
+    violation = violation_of("lost-deposit", calls, {}, books())
+    assert "as a repeat" in violation.message
+    assert rules(calls, {}, books(deposited(70, 1_070))) == []
+    assert rules(calls, {}, books(deposited(71, 1_071))) == [
+        ("lost-deposit", None),
+        ("unknown-deposit", None),
+    ]
 
 
 def test_an_unanswered_deposit_may_or_may_not_have_happened() -> None:
@@ -295,7 +306,9 @@ def test_a_conflict_sent_while_the_cancel_was_in_flight_may_come_first() -> None
 def test_no_balance_is_ever_negative() -> None:
     calls = [
         completed("p1", amount=1_200),
-        answered(deposit(100, "d1"), BalanceAnswer(accountId="a", balance=-100), sent=2, at=3),
+        answered(
+            deposit(100, "d1"), DepositAnswer(accountId="a", balance=-100, repeated=False), sent=2, at=3
+        ),
     ]
     statuses = {"p1": status("p1", State.COMPLETED, amount=1_200)}
     ledger = books(debit("p1", 0.5, 1_200), deposited(100, -100, at=2.5))
