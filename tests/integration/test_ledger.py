@@ -23,6 +23,7 @@ from payments.service.ledger import (
 )
 from payments.service.ledger.migrate import migrations
 from payments.tools.launcher import LaunchedDatabase
+from tests.helpers import payments_cli
 
 T = TypeVar("T")
 
@@ -368,3 +369,16 @@ async def test_the_database_refuses_a_negative_customer_balance(
             await connection.execute("UPDATE ledger_accounts SET balance = -1 WHERE id = $1", f"{unique}-a")
     finally:
         await connection.close()
+
+
+async def test_history_says_in_one_line_that_the_ledger_refused(database: LaunchedDatabase) -> None:
+    """A database without the ledger's tables, and a role the server does not know."""
+    unmigrated = await fresh_database(database)
+    stranger = urlunsplit(urlsplit(database.url)._replace(netloc="nobody-we-know@"))
+    for url, error in ((unmigrated, "UndefinedTableError"), (stranger, "InvalidAuthorizationSpecification")):
+        result = payments_cli("history", "p", env={"PAYMENTS_DATABASE_URL": url})
+
+        assert (result.returncode, result.stdout) == (1, ""), result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("payments: the ledger refused to read: ")
+        assert error in result.stderr

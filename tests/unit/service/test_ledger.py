@@ -10,7 +10,17 @@ import asyncpg
 import pytest
 
 from payments.domain.balances import MAX_BALANCE
-from payments.service.ledger import Balance, Debit, Entry, Ledger, Refund, Statement, Withdrawal
+from payments.service.ledger import (
+    Balance,
+    Debit,
+    Deposit,
+    Entry,
+    Ledger,
+    LedgerFaultError,
+    Refund,
+    Statement,
+    Withdrawal,
+)
 from payments.service.ledger.migrate import migrations
 
 pytestmark = pytest.mark.anyio
@@ -18,6 +28,7 @@ pytestmark = pytest.mark.anyio
 ENTRY = Entry(7, "t-1", "a", "payment", -100, "p-1", "2026-11-30T13:00:00+00:00", 900)
 RECORDS = [
     Balance("a", 5),
+    Deposit("a", 5, repeated=True),
     Withdrawal("t-1", "posted", 900),
     Withdrawal("t-2", "declined", None),
     Refund("r-1", "t-1", "a", 100, 1000),
@@ -75,3 +86,53 @@ def test_migrations_are_numbered_from_one_without_gaps() -> None:
     versions = [version for version, _, _ in migrations()]
     assert versions == list(range(1, len(versions) + 1))
     assert migrations()[0][1] == "0001_ledger"
+
+
+class FailingPool:
+    """A pool whose every query fails with ``error``, as PostgreSQL would raise it."""
+
+    def __init__(self, error: asyncpg.PostgresError) -> None:
+        self.error = error
+
+    async def fetchrow(self, *_: object) -> None:
+        raise self.error
+
+
+def failing(error: asyncpg.PostgresError) -> Ledger:
+    return Ledger(cast("asyncpg.Pool[asyncpg.Record]", FailingPool(error)))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.ConnectionDoesNotExistError("gone"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock"),
+        asyncpg.exceptions.SerializationError("serialization"),
+        asyncpg.exceptions.TooManyConnectionsError("full"),
+        asyncpg.exceptions.AdminShutdownError("shutting down"),
+        asyncpg.exceptions.CannotConnectNowError("starting"),
+        asyncpg.exceptions.QueryCanceledError("statement timeout"),
+        asyncpg.exceptions.LockNotAvailableError("lock timeout"),
+    ],
+    ids=type,
+)
+async def test_a_passing_failure_is_raised_for_a_retry(error: asyncpg.PostgresError) -> None:
+    with pytest.raises(type(error)):
+        await failing(error).balance("a", opening=None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.NumericValueOutOfRangeError("bigint out of range"),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        asyncpg.exceptions.RaiseError("a bug in the ledger's SQL"),
+        asyncpg.exceptions.UndefinedTableError("no ledger_accounts"),
+        asyncpg.exceptions.InsufficientPrivilegeError("permission denied"),
+        asyncpg.exceptions.ObjectInUseError("in use"),
+    ],
+    ids=type,
+)
+async def test_a_refusal_no_retry_mends_is_a_ledger_fault(error: asyncpg.PostgresError) -> None:
+    with pytest.raises(LedgerFaultError, match=rf"{type(error).__name__} \(SQLSTATE {error.sqlstate}\)"):
+        await failing(error).balance("a", opening=None)
