@@ -22,6 +22,7 @@ from payments.config import Settings
 from payments.console.restate import literal
 from payments.runtime.admin import Admin
 from payments.runtime.reconcile import reconcile
+from payments.service.answers import PaymentAnswer
 from payments.tools.launcher import LaunchedStack
 from tests.helpers import set_stored_payment, stored_payment, wait_until_new
 
@@ -145,18 +146,22 @@ async def test_a_deposit_key_deposits_once_for_ever_and_a_repeat_says_so(
     ],
     ids=["completed-without-charge", "new-with-charge"],
 )
-async def test_get_status_answers_a_stored_state_no_call_leaves(
-    forgetful: LaunchedStack, client: PaymentsClient, unique: str, stored: dict[str, Any], state: str
+async def test_a_stored_state_no_call_leaves_is_answered_and_holds_no_key(
+    forgetful: LaunchedStack, http: httpx.AsyncClient, unique: str, stored: dict[str, Any], state: str
 ) -> None:
+    """getStatus says what is stored; a call that would act on it is refused, not retried for ever."""
     payment_id = f"{unique}-p"
     await set_stored_payment(forgetful.settings, payment_id, json.dumps(stored).encode())
     try:
-        answer = await client.get_status(payment_id)
+        answer = PaymentAnswer.model_validate(await call(http, f"/payments/{payment_id}/getStatus"))
+        cancel = await http.post(f"/payments/{payment_id}/cancelPayment")
     finally:
         await set_stored_payment(forgetful.settings, payment_id, None)
 
     assert answer.state == state
     assert "reconcile" in answer.reason
+    assert cancel.status_code == 500, cancel.text
+    assert "which no call leaves" in cancel.json()["message"]
 
 
 async def test_an_unreadable_stored_state_is_an_error_that_holds_no_key(

@@ -103,6 +103,20 @@ class Payment:
     lifecycle: str | None = None
     debit_id: str | None = None
 
+    @property
+    def flaw(self) -> str | None:
+        """What makes this a payment that no call leaves stored, or None when it is one they do.
+
+        Such a state is an operator's edit or another version's: the table has no rule for it.
+        """
+        if self.state is State.NEW and (self.charge or self.debit_id):
+            return "NEW with a charge"
+        if self.state is State.COMPLETED and not (self.charge and self.debit_id):
+            return "COMPLETED without a charge and its debit id"
+        if self.state is State.CANCELLED and bool(self.charge) != bool(self.debit_id):
+            return "CANCELLED with a charge or a debit id but not both"
+        return None
+
 
 def debit_id_of(lifecycle: str) -> str:
     """The ledger's id of the debit that began ``lifecycle``.

@@ -9,9 +9,8 @@ refunds, and every debit names a payment id.
 
 Restate's side is the stored state of every payment id (read through the admin API's SQL), which
 :func:`payment_problems` holds against the ledger's debits of those ids: a COMPLETED id has its
-stored debit posted with its charge and unrefunded, and that debit is the one its lifecycle made
-(not one of an earlier lifecycle of the id, which the ledger would answer again for a debit id that
-names it); a CANCELLED id that was charged has that debit
+stored debit posted with its charge and unrefunded, and that debit is the one its lifecycle names
+(:func:`debit_id_of`), not another lifecycle's; a CANCELLED id that was charged has that debit
 refunded; and no id has a posted, unrefunded debit newer than its stored one (a second charge in one
 lifecycle). A debit whose id Restate does not know is fine: the id's window expired and its state
 was cleared, which is what the ledger is there to outlive.

@@ -53,9 +53,10 @@ class PaymentAnswer(pydantic.BaseModel):
             "status",
             money_moved=False,
             charge=payment.charge,
-            reason=_STATUS_REASONS.get((payment.state, payment.charge is not None))
-            or f"Restate stores this id {payment.state.value} {'with' if payment.charge else 'without'}"
-            " a charge, which no call leaves: an operator should run payments reconcile",
+            reason=_STATUS_REASONS[(payment.state, payment.charge is not None)]
+            if payment.flaw is None
+            else f"Restate stores this id {payment.flaw}, which no call leaves: an operator should run"
+            " payments reconcile and repair it",
         )
 
     @classmethod
@@ -81,7 +82,7 @@ class PaymentAnswer(pydantic.BaseModel):
 
 
 class BalanceAnswer(pydantic.BaseModel):
-    """What deposit and balance answer: an account's balance in cents."""
+    """What balance and open answer, and deposit too (:class:`DepositAnswer`): a balance in cents."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -97,7 +98,8 @@ class DepositAnswer(BalanceAnswer):
     first. (While Restate keeps the key, its ingress answers the first call's answer instead.)
     """
 
-    repeated: bool
+    repeated: bool = False
+    """False too in an answer made before this field existed, which Restate may still hold for its key."""
 
 
 class StatementEntry(pydantic.BaseModel):

@@ -304,6 +304,12 @@ async def apply(
     ``event_for`` tells which event the call is, given the stored payment.
     """
     payment = await load_payment(ctx)
+    if payment.flaw is not None:
+        raise rejection(
+            f"paymentId: Restate stores this id {payment.flaw}, which no call leaves; an operator must"
+            " repair or clear it (README, Stuck invocations)",
+            500,
+        )
     event = event_for(payment)
     transition = await state_machine.advance(payment, event, RestateEffects(ctx, SETTINGS), charge)
     if transition.outcome is Outcome.CONFLICT:

@@ -329,3 +329,20 @@ def test_any_sequence_moves_the_charge_at_most_once_and_cancel_wins(
         assert effects.net == 0
     assert sum(effects.balances.values()) + effects.net == sum(funds.values())
     assert effects.armed == (0 if payment.state is State.NEW else 1)
+
+
+@pytest.mark.parametrize(
+    ("payment", "flaw"),
+    [
+        (Payment(), None),
+        (Payment(State.COMPLETED, CHARGE, "l", "d"), None),
+        (Payment(State.CANCELLED, None, "l", None), None),
+        (Payment(State.CANCELLED, CHARGE, "l", "d"), None),
+        (Payment(State.NEW, CHARGE), "NEW with a charge"),
+        (Payment(State.COMPLETED, None, "l", None), "COMPLETED without a charge and its debit id"),
+        (Payment(State.COMPLETED, CHARGE, "l", None), "COMPLETED without a charge and its debit id"),
+        (Payment(State.CANCELLED, CHARGE, "l", None), "CANCELLED with a charge or a debit id but not both"),
+    ],
+)
+def test_a_payment_no_call_leaves_has_a_flaw(payment: Payment, flaw: str | None) -> None:
+    assert payment.flaw == flaw

@@ -113,6 +113,7 @@ def failing(error: asyncpg.PostgresError) -> Ledger:
         asyncpg.exceptions.CannotConnectNowError("starting"),
         asyncpg.exceptions.QueryCanceledError("statement timeout"),
         asyncpg.exceptions.LockNotAvailableError("lock timeout"),
+        asyncpg.exceptions.ReadOnlySQLTransactionError("a standby"),
     ],
     ids=type,
 )

@@ -43,10 +43,11 @@ _ERRORS: Final[Mapping[str, type[Exception]]] = {
 }
 """The SQLSTATEs the ledger's functions raise, and what each means here."""
 
-PASSING: Final = ("08", "40", "53", "57", "58", "55P03")
+PASSING: Final = ("08", "40", "53", "57", "58", "55P03", "25006")
 """SQLSTATEs (classes, or one code) of a failure that a later try may not meet: the connection failed,
 a deadlock or serialization failure rolled the transaction back, the server is short of resources,
-shutting down, starting, or cancelled the statement, an I/O error, a lock not granted in time. Every
+shutting down, starting, or cancelled the statement, an I/O error, a lock not granted in time, a
+server that is read-only for now (a standby not yet promoted after a failover). Every
 other refusal is raised as :class:`LedgerFaultError`: trying again would fail again, for ever."""
 
 

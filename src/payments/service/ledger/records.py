@@ -48,8 +48,9 @@ class Deposit(_Flat):
 
     account_id: str
     balance: int
-    repeated: bool
-    """True when the transfer id was taken by this same deposit before: nothing was credited now."""
+    repeated: bool = False
+    """True when the transfer id was taken by this same deposit before: nothing was credited now.
+    (A result journaled before this field existed has none: it was the first deposit.)"""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

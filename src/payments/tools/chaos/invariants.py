@@ -681,7 +681,12 @@ def _check_deposits(ledger: LedgerState, deposits: Sequence[Call]) -> Iterator[V
         (t.account_id, t.amount, t.balance_after) for t in ledger.transfers if t.kind == DEPOSIT_KIND
     )
     unanswered: Counter[tuple[str, int]] = Counter()
-    for sent in _by_key(deposits).values():
+
+    def only_repeats(sent: list[Call]) -> bool:
+        return not any(isinstance(c.answer, DepositAnswer) and not c.answer.repeated for c in sent)
+
+    # Keys whose answers name a balance claim their deposit first; a repeat takes any left of its amount.
+    for sent in sorted(_by_key(deposits).values(), key=only_repeats):
         request = sent[0].request
         account, amount = request.target, request.amount or 0
         answers = [call.answer for call in sent if isinstance(call.answer, DepositAnswer)]

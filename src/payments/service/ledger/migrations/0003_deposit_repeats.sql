@@ -30,7 +30,10 @@ BEGIN
             p_max
             USING ERRCODE = 'LG422';
     END IF;
-    -- The account's row is locked, so no other call can post this id meanwhile.
     balance := ledger_post(p_transfer, 'deposit', p_account, '@deposits', p_amount, NULL, NULL, 0);
+    -- Taken meanwhile: only by a transfer on another account, since this one's row is locked.
+    IF balance IS NULL THEN
+        RAISE EXCEPTION 'transfer % exists with other parameters', p_transfer USING ERRCODE = 'LG409';
+    END IF;
 END
 $$;
