@@ -2,10 +2,15 @@
 
 The ledger's own rules are checked in SQL, each query returning only what breaks its rule, so a
 clean ledger of any size sends back nothing but counts: all balances sum to zero, each cached
-balance is the sum of its account's entries and its last entry's running balance, no customer
-balance is negative, each posted transfer has two entries that move its amount and cancel out (a
-declined one none), each refund gives back its debit's amount to its account, no debit has two
-refunds, and every debit names a payment id.
+balance is the sum of its account's entries and its last entry's running balance, every entry's
+running balance follows from the one before it, no customer balance is negative, each transfer moves
+money between the accounts its kind allows (one opening per account), each posted transfer has two
+entries that move its amount out of its debit account and into its credit account (a declined one
+none) and no entry is without its transfer, each refund gives back its debit's amount to its
+account, no debit has two refunds, and every debit names a payment id. These catch a ledger edited
+behind the functions' back (triggers off, rows inserted, moved, swapped or deleted), unless the
+editor also rewrote every later entry of every account it touched: no check inside the database
+outlives a superuser who rewrites it all consistently.
 
 Restate's side is the stored state of every payment id (read through the admin API's SQL), which
 :func:`payment_problems` holds against the ledger's debits of those ids: a COMPLETED id has its
@@ -53,6 +58,10 @@ BUSY_QUERY: Final = (
 """Payment ids with an invocation under way."""
 READ_FAILURES: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, AdminError, httpx.HTTPError)
 """What reading the ledger or Restate's admin API raises when either cannot be read."""
+
+
+STATEMENT_TIMEOUT: Final = "5min"
+"""The longest any one check may run before PostgreSQL cancels it and the reconciliation fails."""
 
 
 class CannotReconcileError(RuntimeError):
@@ -258,6 +267,41 @@ LEDGER_CHECKS: Final = (
         """,
     ),
     _LedgerCheck(
+        "running-balance",
+        """
+        SELECT account_id, format(
+            'entry %s (transfer %s) moves %s cents and says %s after, but the entry before it says %s',
+            id, transfer_id, amount, balance_after, coalesce(previous::text, 'nothing (0)'))
+        FROM (
+            SELECT id, account_id, transfer_id, amount, balance_after,
+                lag(balance_after) OVER (PARTITION BY account_id ORDER BY id) AS previous
+            FROM ledger_entries
+        ) e
+        WHERE balance_after <> coalesce(previous, 0) + amount
+        """,
+    ),
+    _LedgerCheck(
+        "transfer-shape",
+        """
+        SELECT id, format('a %s from %s to %s: not the accounts a %s moves money between',
+            kind, debit_account, credit_account, kind)
+        FROM ledger_transfers
+        WHERE NOT ledger_transfer_fits(id, kind, debit_account, credit_account)
+        """,
+    ),
+    _LedgerCheck(
+        "entry-mismatch",
+        """
+        SELECT e.transfer_id, format('entry %s moves %s cents on %s, which %s', e.id, e.amount, e.account_id,
+            coalesce(format('the %s %s of %s cents from %s to %s does not',
+                t.status, t.kind, t.amount, t.debit_account, t.credit_account), 'no transfer explains'))
+        FROM ledger_entries e LEFT JOIN ledger_transfers t ON t.id = e.transfer_id
+        WHERE t.id IS NULL OR t.status <> 'posted' OR NOT (
+            (e.account_id = t.debit_account AND e.amount = -t.amount)
+            OR (e.account_id = t.credit_account AND e.amount = t.amount))
+        """,
+    ),
+    _LedgerCheck(
         "negative-balance",
         """
         SELECT id, format('customer balance %s cents', balance)
@@ -368,8 +412,9 @@ async def read_ledger(url: str, payment_ids: Sequence[str], window_seconds: floa
     connection = await asyncpg.connect(url)
     try:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
-            # A role may default to a statement timeout (the console's does): a whole ledger takes longer.
-            await connection.execute("SET LOCAL statement_timeout = 0")
+            # A role may default to a statement timeout (the console's 10 s) that a whole ledger outlasts;
+            # no check may run unbounded either.
+            await connection.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
             problems = [
                 Problem(check.name, subject, detail)
                 for check in LEDGER_CHECKS
