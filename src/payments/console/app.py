@@ -238,9 +238,16 @@ async def search(request: Request) -> Response:
 
 
 async def run_reconcile(request: Request) -> Response:
-    """Reconcile the ledger with Restate now (one run at a time), then show the overview."""
+    """Reconcile the ledger with Restate now, then show the overview.
+
+    One run at a time, and a request that comes during a run takes that run's result rather than
+    queueing one of its own: fifty clicks cost one reconciliation, not fifty.
+    """
     console = _console(request)
     last = console.last_reconcile
+    if last.running.locked():
+        async with last.running:
+            return RedirectResponse("/#reconcile", status_code=303)
     async with last.running:
         started = time.monotonic()
         try:
@@ -297,7 +304,8 @@ async def _unavailable(request: Request, error: Exception) -> Response:
     source = "Restate's admin API" if isinstance(error, AdminError | httpx.HTTPError) else "The ledger"
     return await _error_page(
         request,
-        HTTPException(503, f"{source} cannot be read right now ({type(error).__name__}: {error})."),
+        # The driver's words (hosts, roles, paths) stay in the log, which the operator reads.
+        HTTPException(503, f"{source} cannot be read right now; the console's log says why."),
     )
 
 
@@ -327,10 +335,11 @@ class SecurityHeaders:
 
 
 class SameOrigin:
-    """Refuses a POST sent by another site's page: the reconcile button is ours alone.
+    """Refuses a POST that the console's own page did not send: the reconcile button is ours alone.
 
     The Origin must be the address the request came to (its Host), or a host name of a proxy in
-    front of the console (which may rewrite the Host).
+    front of the console (which may rewrite the Host). A POST without one (a script, curl) is
+    refused too: browsers send it with every form's POST.
     """
 
     def __init__(self, app: ASGIApp, proxies: tuple[str, ...]) -> None:
@@ -342,8 +351,9 @@ class SameOrigin:
         if scope["type"] == "http" and scope["method"] == "POST":
             headers = dict(scope["headers"])
             origin = headers.get(b"origin")
-            if origin is not None and not self._ours(origin.decode("latin-1"), headers.get(b"host", b"")):
-                await PlainTextResponse("cross-site request refused", status_code=403)(scope, receive, send)
+            if origin is None or not self._ours(origin.decode("latin-1"), headers.get(b"host", b"")):
+                refusal = "a POST needs the console's own Origin" if origin is None else "cross-site request"
+                await PlainTextResponse(f"refused: {refusal}", status_code=403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import httpx
 import pytest
-from starlette.responses import PlainTextResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from payments.console.app import Lifecycle, SameOrigin, lifecycles
+from payments.console.app import Lifecycle, SameOrigin, _unavailable, lifecycles
 from payments.console.books import PaymentTransfer
 from payments.console.formats import moment, money
 
@@ -99,7 +103,7 @@ async def reached(scope: Scope, receive: Receive, send: Send) -> None:
     [
         (b"http://127.0.0.1:9090", 200),
         (b"https://console.example.com", 200),
-        (None, 200),
+        (None, 403),
         (b"http://localhost:3000", 403),
         (b"null", 403),
         (b"https://console.example.com.evil.example", 403),
@@ -123,3 +127,28 @@ async def test_a_post_passes_from_the_consoles_own_address_or_its_proxys_name(
     await SameOrigin(reached, proxies=("console.example.com",))(scope, receive, send)
 
     assert sent[0]["status"] == status
+
+
+@pytest.mark.anyio
+async def test_an_unavailable_page_keeps_the_drivers_words_in_the_log() -> None:
+    """Host names, roles and socket paths are for the operator's log, not for every visitor."""
+
+    async def broken(_: Request) -> Response:
+        raise OSError("connection to /srv/secret/postgres-socket as payments_console refused")
+
+    # The page links to these.
+    routes = [
+        Route("/", broken, name="overview"),
+        Route("/search", reached, name="search"),
+        Mount("/static", reached, name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={OSError: _unavailable})
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        response = await client.get("/")
+
+    assert response.status_code == 503
+    assert "cannot be read right now" in response.text
+    assert "secret" not in response.text
+    assert "payments_console" not in response.text
