@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 
@@ -110,3 +113,20 @@ class NodeAdmin(Admin):
         if self.rows is None:
             raise self.failure
         return self.rows
+
+
+def on_database(url: str, name: str) -> str:
+    """``url`` pointing at the database ``name`` of the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+async def fresh_database(admin_url: str) -> str:
+    """The URL (as ``admin_url``'s administrator) of a new, empty database on its server."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return on_database(admin_url, name)

@@ -156,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("payment_id", metavar="ID")
     history.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
     history.set_defaults(command=_history)
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the ledger's schema up to date, as its administrator",
+        description="Apply the ledger's migrations that its database lacks, connected as an administrator"
+        " (PAYMENTS_DATABASE_ADMIN_URL, else the superuser of the embedded PostgreSQL of"
+        " PAYMENTS_DATA_DIR). `payments up` runs it before it starts the service, which may not.",
+    )
+    migrate.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
+    migrate.set_defaults(command=_migrate)
     _add_chaos(commands)
     _add_bench(commands)
     _add_psql(commands)
@@ -194,9 +203,34 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate(_: argparse.Namespace, settings: Settings) -> int:
+    # asyncpg loads only for this command.
+    import asyncpg  # noqa: PLC0415
+
+    from payments.service.ledger import Ledger  # noqa: PLC0415
+
+    async def migrate() -> list[str]:
+        ledger = await Ledger.connect(settings.admin_ledger_url, max_size=1)
+        try:
+            return await ledger.migrate()
+        finally:
+            await ledger.close()
+
+    try:
+        applied = asyncio.run(migrate())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        print(f"payments: cannot migrate the ledger: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(f"applied {name}" for name in applied) or "the ledger's schema is up to date")
+    return 0
+
+
 def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``psql`` subcommand: every argument after it is psql's, ``--help`` included."""
-    text = "open psql on the ledger (PAYMENTS_DATABASE_URL, else the PostgreSQL of `payments up`)"
+    text = (
+        "open psql on the ledger as its administrator (PAYMENTS_DATABASE_ADMIN_URL, else the superuser"
+        " of the PostgreSQL of `payments up`)"
+    )
     psql = commands.add_parser("psql", help=text, description=text, prefix_chars="+", add_help=False)
     psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="ARGS")
     psql.set_defaults(command=_psql)
@@ -204,9 +238,8 @@ def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _psql(args: argparse.Namespace, settings: Settings) -> int:
     """Become the embedded psql, connected to the ledger, standard input and output untouched."""
-    # As root too: the superuser payments comes in through the private socket, which trusts its users.
     psql = str(postgres.binary("psql"))
-    os.execv(psql, [psql, "--dbname", settings.ledger_url, *args.psql_args])  # noqa: S606 - our own binary
+    os.execv(psql, [psql, "--dbname", settings.admin_ledger_url, *args.psql_args])  # noqa: S606 - our own binary
 
 
 def _add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

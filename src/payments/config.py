@@ -20,10 +20,15 @@ PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 MAX_NODES = 9
 DATABASE_USER = "payments"
-"""The embedded PostgreSQL's superuser, which owns the ledger."""
+"""The embedded PostgreSQL's superuser: the administrator, who migrates the ledger and nothing else."""
 DATABASE_NAME = "payments"
+SERVICE_DATABASE_USER = "payments_service"
+"""The role the service writes the ledger as: it may only call the ledger's write functions and
+read (migration 0005)."""
 CONSOLE_DATABASE_USER = "payments_console"
 """The role the console reads the ledger as: it may only SELECT (migration 0002)."""
+DATABASE_ROLES = (DATABASE_USER, SERVICE_DATABASE_USER, CONSOLE_DATABASE_USER)
+"""The roles that log in to the embedded server, each with a password of its own."""
 
 
 class Part(enum.StrEnum):
@@ -108,7 +113,11 @@ class Settings:
     """The restate-server binary; empty: the one npm installed (``node_modules`` in the current
     directory or one above it), else ``restate-server`` on the PATH."""
     database_url: str = ""
-    """An existing PostgreSQL for the ledger; empty: ``payments up`` runs its own (:attr:`ledger_url`)."""
+    """An existing PostgreSQL for the ledger, as the service's role; empty: ``payments up`` runs its
+    own (:attr:`ledger_url`)."""
+    database_admin_url: str = ""
+    """The same PostgreSQL as an administrator, for ``payments migrate``; empty: the embedded
+    server's superuser. Only the migration gets it, never the service or the console."""
     database_port: int = 5432
     """The loopback TCP port of the PostgreSQL that ``payments up`` runs."""
     console_port: int = 9090
@@ -240,19 +249,28 @@ class Settings:
 
     @property
     def database_password_file(self) -> Path:
-        """The password of the superuser ``payments`` over TCP (the socket trusts its users)."""
+        """The password of the embedded server's superuser ``payments``, as initdb was given it."""
         return self.data_dir / f"{Part.DATABASE}-password"
+
+    def passfile(self, role: str) -> Path:
+        """The embedded server's password of ``role``, in the form libpq and asyncpg read (mode 0600)."""
+        return self.data_dir.absolute() / f"{Part.DATABASE}-{role}.pgpass"
 
     @property
     def ledger_url(self) -> str:
-        """Where the ledger is: ``database_url``, else the embedded server through its socket."""
-        return self.database_url or self._socket_url(DATABASE_USER)
+        """Where the service writes the ledger: ``database_url``, else the embedded server's socket."""
+        return self.database_url or self._socket_url(SERVICE_DATABASE_USER)
+
+    @property
+    def admin_ledger_url(self) -> str:
+        """Where an administrator migrates the ledger: ``database_admin_url``, else the embedded server."""
+        return self.database_admin_url or self._socket_url(DATABASE_USER)
 
     def _socket_url(self, user: str) -> str:
-        """The embedded server's ledger as ``user``, through its socket."""
+        """The embedded server's ledger as ``user``, through its socket, with that role's password."""
         return (
-            f"postgresql://{user}@/{DATABASE_NAME}"
-            f"?host={quote(str(self.database_socket_dir))}&port={self.database_port}"
+            f"postgresql://{user}@/{DATABASE_NAME}?host={quote(str(self.database_socket_dir))}"
+            f"&port={self.database_port}&passfile={quote(str(self.passfile(user)))}"
         )
 
     @property

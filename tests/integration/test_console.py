@@ -291,7 +291,8 @@ async def test_the_consoles_role_can_read_the_ledger_and_write_nothing(
     arguments = (account,) if "$1" in statement else ()
     connection = await asyncpg.connect(stack.settings.console_ledger_url)
     try:
-        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        # A function it may not call is refused before the transaction's read-only default is met.
+        with pytest.raises((asyncpg.ReadOnlySQLTransactionError, asyncpg.InsufficientPrivilegeError)):
             await connection.execute(statement, *arguments)
         # Read-only is only the role's default, which a session may lift: its rights refuse it too.
         await connection.execute("SET default_transaction_read_only = off")
@@ -376,7 +377,7 @@ async def test_the_live_feed_sends_a_new_payments_entry(
 async def failing_deposits(stack: LaunchedStack, unique: str, account: str) -> AsyncIterator[None]:
     """Every deposit into ``account`` fails inside the ledger, like a passing outage, within the block."""
     name = f"test_console_fails_{unique}"  # unique is hex: a plain identifier
-    connection = await asyncpg.connect(stack.settings.ledger_url)
+    connection = await asyncpg.connect(stack.settings.admin_ledger_url)
     try:
         await connection.execute(
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"

@@ -1,8 +1,4 @@
-"""The ledger's migrations run by a role that may not create roles, as on a managed PostgreSQL.
-
-The console's role is optional: such a service still migrates, with a warning, and when an
-administrator created the console's role beforehand it gets its read rights all the same.
-"""
+"""The ledger's migrations: an administrator's job, which leaves each role the rights it needs only."""
 
 from __future__ import annotations
 
@@ -16,9 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from payments.config import CONSOLE_DATABASE_USER
+from payments.config import CONSOLE_DATABASE_USER, SERVICE_DATABASE_USER
 from payments.service.ledger.migrate import migrate, migrations
 from payments.tools.launcher import LaunchedDatabase
+from tests.helpers import fresh_database
 
 pytestmark = pytest.mark.anyio
 LEDGER_TABLES: Final = ("ledger_accounts", "ledger_transfers", "ledger_entries")
@@ -58,19 +55,20 @@ async def execute(url: str, *statements: str) -> None:
 
 async def limited_database(superuser_url: str) -> str:
     """A new role that may log in but not create roles, and a database it owns: the URL to log in as it."""
-    name = f"limited_{uuid.uuid4().hex[:12]}"
+    name, password = f"limited_{uuid.uuid4().hex[:12]}", secrets.token_hex(16)
     await execute(
         superuser_url,
-        f"CREATE ROLE {name} LOGIN NOCREATEROLE PASSWORD '{secrets.token_hex(16)}'",
+        f"CREATE ROLE {name} LOGIN NOCREATEROLE PASSWORD '{password}'",
         f"CREATE DATABASE {name} OWNER {name}",
     )
     parts = urlsplit(superuser_url)
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{name}@{host}", path=f"/{name}"))
+    return urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}", path=f"/{name}"))
 
 
 async def migrate_as(url: str, caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[str]]:
-    """Migrate the database at ``url`` as the service does: the migrations applied, and what it logged."""
+    """Migrate the database at ``url`` as ``payments migrate`` does: the migrations applied, and what it
+    logged."""
     caplog.clear()
     async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool, pool.acquire() as connection:
         applied = await migrate(connection)
@@ -78,43 +76,42 @@ async def migrate_as(url: str, caplog: pytest.LogCaptureFixture) -> tuple[list[s
     return applied, logged
 
 
-async def test_a_role_that_may_not_create_roles_migrates_with_a_warning_in_the_log(
+async def test_a_migrator_that_may_not_create_roles_stops_at_the_roles_and_says_why(
     server_without_console_role: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Migrations are an administrator's: one that may not create the ledger's roles stops there."""
     url = await limited_database(server_without_console_role)
 
-    applied, warnings = await migrate_as(url, caplog)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="create role"):
+        await migrate_as(url, caplog)
 
-    assert applied == [name for _, name, _ in migrations()]
-    assert len(warnings) == 1, warnings
-    assert f"role {CONSOLE_DATABASE_USER} not created" in warnings[0]
-    assert not await console_role_exists(server_without_console_role)
+    connection = await asyncpg.connect(url)
+    try:
+        applied = {row["name"] for row in await connection.fetch("SELECT name FROM schema_migrations")}
+    finally:
+        await connection.close()
+    assert "0005_roles" not in applied
+    assert "0001_ledger" in applied, "each migration is its own transaction: those before it stay"
 
 
-async def test_the_console_role_an_administrator_created_gets_read_rights_only(
+async def test_after_the_migrations_the_console_and_the_service_may_write_no_table(
     database: LaunchedDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not await console_role_exists(database.url):
-        # As docs/deployment.md tells an administrator to create it.
-        await execute(
-            database.url,
-            f"CREATE ROLE {CONSOLE_DATABASE_USER} LOGIN NOINHERIT",
-            f"ALTER ROLE {CONSOLE_DATABASE_USER} SET default_transaction_read_only = on",
-        )
-    url = await limited_database(database.url)
+    url = await fresh_database(database.url)
 
     applied, warnings = await migrate_as(url, caplog)
 
     connection = await asyncpg.connect(url)
     try:
         rights = {
-            (table, right): await connection.fetchval(
-                "SELECT has_table_privilege($1, $2, $3)", CONSOLE_DATABASE_USER, table, right
+            (role, table, right): await connection.fetchval(
+                "SELECT has_table_privilege($1, $2, $3)", role, table, right
             )
+            for role in (CONSOLE_DATABASE_USER, SERVICE_DATABASE_USER)
             for table in LEDGER_TABLES
-            for right in ("SELECT", "INSERT", "UPDATE", "DELETE")
+            for right in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
         }
     finally:
         await connection.close()
     assert (applied, warnings) == ([name for _, name, _ in migrations()], [])
-    assert rights == {(table, right): right == "SELECT" for table, right in rights}
+    assert rights == {key: key[2] == "SELECT" for key in rights}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -23,7 +22,7 @@ from payments.service.ledger import (
 )
 from payments.service.ledger.migrate import migrations
 from payments.tools.launcher import LaunchedDatabase
-from tests.helpers import payments_cli
+from tests.helpers import fresh_database, payments_cli
 
 T = TypeVar("T")
 
@@ -37,23 +36,6 @@ async def ledger(database: LaunchedDatabase) -> AsyncIterator[Ledger]:
     await opened.migrate()
     yield opened
     await opened.close()
-
-
-def on_database(url: str, name: str) -> str:
-    """``url`` pointing at the database ``name`` of the same server."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-async def fresh_database(database: LaunchedDatabase) -> str:
-    """The URL of a new, empty database on the module's server."""
-    name = f"fresh_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(database.url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return on_database(database.url, name)
 
 
 WAITING_FOR_A_LOCK = "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted"
@@ -78,7 +60,7 @@ async def all_at_once(database: LaunchedDatabase, account: str, calls: Sequence[
 
 
 async def test_migrations_apply_once_even_when_processes_start_together(database: LaunchedDatabase) -> None:
-    url = await fresh_database(database)
+    url = await fresh_database(database.url)
     ledgers = [await Ledger.connect(url, max_size=2) for _ in range(3)]
     try:
         applied = await asyncio.gather(*(ledger.migrate() for ledger in ledgers))
@@ -373,9 +355,9 @@ async def test_the_database_refuses_a_negative_customer_balance(
 
 async def test_history_says_in_one_line_that_the_ledger_refused(database: LaunchedDatabase) -> None:
     """A database without the ledger's tables, and a role the server does not know."""
-    unmigrated = await fresh_database(database)
+    unmigrated = await fresh_database(database.url)
     stranger = urlunsplit(urlsplit(database.url)._replace(netloc="nobody-we-know@"))
-    for url, error in ((unmigrated, "UndefinedTableError"), (stranger, "InvalidAuthorizationSpecification")):
+    for url, error in ((unmigrated, "UndefinedTableError"), (stranger, "InvalidPasswordError")):
         result = payments_cli("history", "p", env={"PAYMENTS_DATABASE_URL": url})
 
         assert (result.returncode, result.stdout) == (1, ""), result.stderr

@@ -185,7 +185,7 @@ async def test_a_data_error_of_the_ledger_ends_the_call_and_holds_no_key(
 ) -> None:
     """A deposit that would push @deposits past bigint: PostgreSQL's 22003, which no retry mends."""
     account = f"{unique}-a"
-    connection = await asyncpg.connect(forgetful.settings.ledger_url)
+    connection = await asyncpg.connect(forgetful.settings.admin_ledger_url)
     shift = "UPDATE ledger_accounts SET balance = balance + $1 WHERE id = '@deposits'"
     room = await connection.fetchval(
         "SELECT balance + 9223372036854775808 FROM ledger_accounts WHERE id = '@deposits'"

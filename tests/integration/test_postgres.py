@@ -91,7 +91,10 @@ def test_a_creation_cut_short_is_made_again(tmp_path: Path) -> None:
 
 
 def test_with_a_database_url_no_postgres_is_started(stack: LaunchedStack, tmp_path: Path) -> None:
-    elsewhere = {"PAYMENTS_DATABASE_URL": stack.settings.ledger_url}
+    elsewhere = {
+        "PAYMENTS_DATABASE_URL": stack.settings.ledger_url,
+        "PAYMENTS_DATABASE_ADMIN_URL": stack.settings.admin_ledger_url,
+    }
     psql(stack, "-c", "create table if not exists marker (); comment on table marker is 'the other stack'")
 
     with LaunchedStack(tmp_path, env=elsewhere) as beside:

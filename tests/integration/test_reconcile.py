@@ -89,7 +89,7 @@ async def test_reconcile_reads_restate_through_the_next_node_when_node_1_does_no
 @asynccontextmanager
 async def entry_changed(stack: LaunchedStack, transfer_id: str, account_id: str) -> AsyncIterator[None]:
     """One entry's amount a cent lower, as a superuser past the immutability triggers; put back after."""
-    connection = await asyncpg.connect(stack.settings.ledger_url)
+    connection = await asyncpg.connect(stack.settings.admin_ledger_url)
     update = "UPDATE ledger_entries SET amount = amount + $3 WHERE transfer_id = $1 AND account_id = $2"
     try:
         await connection.execute("SET session_replication_role = replica")

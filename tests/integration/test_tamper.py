@@ -7,10 +7,8 @@ the shape constraint dropped and put back unchecked, cached balances adjusted to
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from payments.runtime.reconcile import read_ledger
 from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase
+from tests.helpers import fresh_database
 
 pytestmark = pytest.mark.anyio
 WINDOW_SECONDS: Final = 0.001
@@ -35,13 +34,7 @@ class Books:
 
 @pytest.fixture
 async def books(database: LaunchedDatabase) -> Books:
-    name = f"tamper_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database.url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(database.url)._replace(path=f"/{name}"))
+    url = await fresh_database(database.url)
     ledger = await Ledger.connect(url, max_size=1)
     try:
         await ledger.migrate()

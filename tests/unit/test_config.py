@@ -221,8 +221,9 @@ def test_the_console_reads_the_embedded_ledger_as_its_own_role_through_the_socke
 
     assert settings.console_ledger_url == (
         "postgresql://payments_console@/payments?host=/srv/payments/postgres-socket&port=15432"
+        "&passfile=/srv/payments/postgres-payments_console.pgpass"
     )
-    assert settings.ledger_url.replace("payments@", "payments_console@", 1) == settings.console_ledger_url
+    assert settings.ledger_url.replace("payments_service", "payments_console") == settings.console_ledger_url
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from payments.config import DATABASE_NAME, DATABASE_USER, PREFIX, Settings
+import asyncpg
+
+from payments.config import DATABASE_NAME, DATABASE_ROLES, DATABASE_USER, PREFIX, Settings
 from payments.runtime.processes import write_whole
 
 UNPRIVILEGED_USER: Final = "nobody"
@@ -32,6 +34,13 @@ MAX_SOCKET_PATH: Final = 103
 """The longest Unix socket path every platform takes: 107 bytes on Linux, 103 on macOS."""
 MAX_CONNECTIONS: Final = 50
 """Pools of ten for a few service processes, plus psql and the tools."""
+HBA: Final = """\
+# Written by `payments up` at every start. Every role logs in with its password (SCRAM), on the
+# socket too: any process of the server's OS user could otherwise be any role.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class DatabaseError(RuntimeError):
@@ -270,10 +279,48 @@ def prepare(settings: Settings, user: ServerUser) -> bool:
         _initdb(settings, user)
         creating.unlink()
     _owned_directory(settings.database_socket_dir, user)
-    conf = settings.database_dir / "postgresql.conf"
-    conf.write_text(config(settings))
-    os.chown(conf, user.uid, user.gid)
+    for name, text in (("postgresql.conf", config(settings)), ("pg_hba.conf", HBA)):
+        written = settings.database_dir / name
+        written.write_text(text)
+        os.chown(written, user.uid, user.gid)
+    _write_passfiles(settings)
     return created
+
+
+def _write_passfiles(settings: Settings) -> None:
+    """Each role's password in a file of its own (0600): the superuser's from initdb, the others new.
+
+    The supervisor sets the roles' passwords to these at every start (:func:`role_passwords`).
+    """
+    superuser = settings.database_password_file.read_text().strip()
+    for role in DATABASE_ROLES:
+        passfile = settings.passfile(role)
+        if role == DATABASE_USER or not passfile.is_file():
+            password = superuser if role == DATABASE_USER else secrets.token_urlsafe(32)
+            write_whole(passfile, f"*:*:*:{role}:{password}\n".encode())
+
+
+async def set_role_passwords(settings: Settings) -> None:
+    """Give every role but the superuser the password in its passfile, as the superuser.
+
+    At every start, after the migrations (which create the roles): a passfile made again, or a
+    role made by hand, gets the password its file holds.
+    """
+    try:
+        connection = await asyncpg.connect(settings.admin_ledger_url)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise DatabaseError(
+            f"cannot set the ledger roles' passwords: {type(error).__name__}: {error}"
+        ) from None
+    try:
+        for role in DATABASE_ROLES:
+            if role != DATABASE_USER:
+                password = settings.passfile(role).read_text().strip().rsplit(":", 1)[1]
+                # ALTER ROLE takes no parameters; the password's alphabet is token_urlsafe's.
+                assert password.replace("-", "").replace("_", "").isalnum(), "a password of our own"
+                await connection.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+    finally:
+        await connection.close()
 
 
 def _owned_directory(path: Path, user: ServerUser) -> None:
@@ -288,8 +335,8 @@ def _initdb(settings: Settings, user: ServerUser) -> None:
     The password file, written last, says the cluster is complete. A creation a crash or a Ctrl-C
     cut short (``postgres.creating`` still there) is made again from scratch; :func:`prepare`
     refuses to touch any other cluster.
-    The superuser's password is for TCP only; initdb reads it from a copy in the socket's directory,
-    which only the server's user and root can enter.
+    initdb reads the superuser's password from a copy in the socket's directory, which only the
+    server's user and root can enter.
     """
     cluster = settings.database_dir
     shutil.rmtree(cluster, ignore_errors=True)
@@ -311,7 +358,7 @@ def _initdb(settings: Settings, user: ServerUser) -> None:
                 "--encoding",
                 "UTF8",
                 "--no-locale",
-                "--auth-local=trust",
+                "--auth-local=scram-sha-256",
                 "--auth-host=scram-sha-256",
                 f"--pwfile={for_initdb}",
             ],

@@ -120,7 +120,9 @@ class Supervisor:
         self.settings = settings
         self.say = say
         self._stopping = stopping
-        env = {**os.environ, **settings.to_env()}
+        # No child but the migration gets the administrator's URL, which may hold a password.
+        admin_url = f"{PREFIX}DATABASE_ADMIN_URL"
+        env = {key: value for key, value in {**os.environ, **settings.to_env()}.items() if key != admin_url}
         self.database = self._database(env) if embedded else None
         self.servers = [self._server(node, env) for node in settings.restate_nodes]
         self.service = Child(
@@ -154,7 +156,8 @@ class Supervisor:
             name=Part.DATABASE,
             argv=server,
             env=env,
-            ready=lambda: health.database_answers(settings.ledger_url),
+            # The administrator: the service's role exists only once the first migration ran.
+            ready=lambda: health.database_answers(settings.admin_ledger_url),
             pid_file=settings.pid_file(Part.DATABASE),
             log=_open_log(settings.data_dir / "logs" / f"{Part.DATABASE}.log"),
             stop_signal=signal.SIGINT,
@@ -206,15 +209,17 @@ class Supervisor:
         return True
 
     async def start(self) -> None:
-        """Start PostgreSQL, restate-server's nodes, then the service, then register the deployment.
+        """Start PostgreSQL and migrate the ledger, restate-server's nodes, the service, register it.
 
-        The service migrates the ledger as it starts, so the database comes first.
+        The service's role may not change the schema, so the migration comes before the service.
         """
         settings = self.settings
         check_data_layout(settings)
         self._check_ports()
         if self.database is not None:
             await self._start_database(self.database)
+        if self.database is not None or settings.database_admin_url:
+            await self._migrate()
         for node in settings.restate_nodes:
             self._config_file(node).write_text(restate_server.config_toml(settings, node))
         if settings.nodes == 1:
@@ -243,6 +248,32 @@ class Supervisor:
                     seconds=PARTITIONS_TIMEOUT_SECONDS,
                 )
             except health.NotReadyError as error:
+                raise StackError(str(error)) from None
+
+    async def _migrate(self) -> None:
+        """Migrate the ledger as its administrator, then (embedded) set the roles' passwords.
+
+        The migration runs as ``payments migrate``, by module name: the runtime does not import the service.
+        """
+        self.say("migrating the ledger")
+        migration = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "payments.cli",
+            "migrate",
+            env={**os.environ, **self.settings.to_env()},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        said, _ = await migration.communicate()
+        for line in said.decode(errors="replace").splitlines():
+            self.say(line)
+        if migration.returncode != 0:
+            raise StackError(f"the ledger's migration failed (exit code {migration.returncode})")
+        if self.database is not None:
+            try:
+                await postgres.set_role_passwords(self.settings)
+            except postgres.DatabaseError as error:
                 raise StackError(str(error)) from None
 
     async def _start_database(self, database: Child) -> None:

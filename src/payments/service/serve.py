@@ -69,17 +69,24 @@ class LedgerUnreachableError(Exception):
 
 @contextlib.asynccontextmanager
 async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
-    """The ledger's pool, in the loop that serves the handlers, with its schema brought up to date.
+    """The ledger's pool, in the loop that serves the handlers, once its schema is this release's.
 
-    Every service process migrates at its start, one at a time (the migrations hold a lock), so a
-    stack or a new release never serves an old schema.
+    The service's role may not change the schema: an administrator migrates it (``payments
+    migrate``, which ``payments up`` runs first). A service that meets an older schema does not
+    serve it.
     """
     try:
         opened = await ledger.Ledger.connect(settings.ledger_url)
+        missing = await opened.missing_migrations()
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise LedgerUnreachableError(f"{type(error).__name__}: {error}") from error
+    if missing:
+        await opened.close()
+        raise LedgerUnreachableError(
+            f"its schema lacks the migrations {', '.join(missing)}:"
+            " run `payments migrate` as its administrator"
+        )
     try:
-        await opened.migrate()
         use_ledger(opened)
         yield
     finally:

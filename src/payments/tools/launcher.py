@@ -217,7 +217,7 @@ class LaunchedDatabase(_Launched):
     @property
     def url(self) -> str:
         """Where the ledger connects: through the socket, as the superuser ``payments``."""
-        return self.settings.ledger_url
+        return self.settings.admin_ledger_url
 
     def start(self) -> None:
         """Create the cluster if need be, start the server and wait until it answers."""

@@ -42,8 +42,16 @@ def test_the_server_listens_on_loopback_and_in_the_data_directory_with_durabilit
 def test_the_ledger_url_goes_through_the_socket_unless_a_database_url_is_set() -> None:
     embedded = urlsplit(Settings(data_dir=Path("/srv/stack"), database_port=6543).ledger_url)
 
-    assert (embedded.scheme, embedded.username, embedded.path) == ("postgresql", "payments", "/payments")
-    assert parse_qs(embedded.query) == {"host": ["/srv/stack/postgres-socket"], "port": ["6543"]}
+    assert (embedded.scheme, embedded.username, embedded.path) == (
+        "postgresql",
+        "payments_service",
+        "/payments",
+    )
+    assert parse_qs(embedded.query) == {
+        "host": ["/srv/stack/postgres-socket"],
+        "port": ["6543"],
+        "passfile": ["/srv/stack/postgres-payments_service.pgpass"],
+    }
     assert (
         Settings(database_url="postgresql://db.example/ledger").ledger_url == "postgresql://db.example/ledger"
     )

@@ -22,7 +22,7 @@ from payments.service.ledger.errors import (
     LedgerFaultError,
     TransferConflictError,
 )
-from payments.service.ledger.migrate import migrate
+from payments.service.ledger.migrate import APPLIED, migrate, migrations
 from payments.service.ledger.records import (
     Balance,
     Debit,
@@ -124,9 +124,14 @@ class Ledger:
         await self._pool.close()
 
     async def migrate(self) -> list[str]:
-        """Bring the schema up to date; the names of the migrations applied now."""
+        """Bring the schema up to date; the names of the migrations applied now (an administrator's)."""
         async with self._pool.acquire() as connection:
             return await migrate(connection)
+
+    async def missing_migrations(self) -> list[str]:
+        """The names of the shipped migrations that the database has not applied."""
+        applied = {row["version"] for row in await self._fetch(APPLIED)}
+        return [name for version, name, _ in migrations() if version not in applied]
 
     async def _call(self, query: str, *args: object) -> asyncpg.Record:
         row = await self._fetchrow(query, *args)

@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+APPLIED: Final = "SELECT version FROM schema_migrations"
+"""The versions applied; the table is there once any migration ran."""
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """Every migration shipped, as (version, name, SQL), oldest first."""
     found = []
