@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import pydantic
@@ -17,6 +18,11 @@ from payments.client import NotRunningError, PaymentsClient, ServiceError
 from payments.config import Settings
 from payments.runtime import postgres, supervisor
 from payments.service.validation import DEFAULT_PAGE, MAX_PAGE, InvalidInputError, parse_id
+
+if TYPE_CHECKING:
+    from payments.service.ledger import Balance, Ledger
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,10 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     balance = client_command("balance", "show an account's balance", lambda c, a: c.balance(a.account_id))
     balance.add_argument("account_id", metavar="ACCOUNT")
 
-    opened = client_command(
-        "open", "open an account with the opening balance", lambda c, a: c.open_account(a.account_id)
-    )
-    opened.add_argument("account_id", metavar="ACCOUNT")
+    _add_open(commands)
 
     statement = client_command(
         "statement",
@@ -172,57 +175,93 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _history(args: argparse.Namespace, settings: Settings) -> int:
-    # asyncpg loads only for this command.
+def _on_ledger(url: str, doing: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
+    """``work`` done on the ledger at ``url`` through one connection.
+
+    A failure is one line (:class:`_LedgerFailedError`), never the driver's stack.
+    """
+    # asyncpg and the ledger load only for the commands that use them.
     import asyncpg  # noqa: PLC0415
 
     from payments.service.ledger import Ledger, LedgerError  # noqa: PLC0415
 
-    try:
-        payment_id = parse_id(args.payment_id, "paymentId")
-    except InvalidInputError as error:
-        print(f"payments: {error}", file=sys.stderr)
-        return 2
-
-    async def read() -> list[str]:
-        ledger = await Ledger.connect(settings.ledger_url, max_size=1)
+    async def run() -> T:
+        ledger = await Ledger.connect(url, max_size=1)
         try:
-            return [json.dumps(entry.to_json()) for entry in await ledger.history(payment_id)]
+            return await work(ledger)
         finally:
             await ledger.close()
 
     try:
-        lines = asyncio.run(read())
+        return asyncio.run(run())
     except OSError as error:
-        print(f"payments: the ledger does not answer at {settings.ledger_url}: {error}", file=sys.stderr)
-        return 1
+        raise _LedgerFailedError(f"the ledger does not answer at {url}: {error}") from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, LedgerError) as error:
-        print(f"payments: the ledger refused to read: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print("\n".join(lines) if lines else f"no ledger entry for payment id {payment_id}")
+        raise _LedgerFailedError(f"the ledger refused to {doing}: {type(error).__name__}: {error}") from None
+
+
+class _LedgerFailedError(Exception):
+    """A ledger command failed; the message says why in one line."""
+
+
+def _ledger_command(run: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
+    """``run``, its id argument checked first (exit 2) and a failure of the ledger one line (exit 1)."""
+
+    def command(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return run(args, settings)
+        except InvalidInputError as error:
+            print(f"payments: {error}", file=sys.stderr)
+            return 2
+        except _LedgerFailedError as error:
+            print(f"payments: {error}", file=sys.stderr)
+            return 1
+
+    return command
+
+
+@_ledger_command
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    payment_id = parse_id(args.payment_id, "paymentId")
+    entries = _on_ledger(settings.ledger_url, "read", lambda ledger: ledger.history(payment_id))
+    print(
+        "\n".join(json.dumps(e.to_json()) for e in entries) or f"no ledger entry for payment id {payment_id}"
+    )
     return 0
 
 
+@_ledger_command
 def _migrate(_: argparse.Namespace, settings: Settings) -> int:
-    # asyncpg loads only for this command.
-    import asyncpg  # noqa: PLC0415
-
-    from payments.service.ledger import Ledger  # noqa: PLC0415
-
-    async def migrate() -> list[str]:
-        ledger = await Ledger.connect(settings.admin_ledger_url, max_size=1)
-        try:
-            return await ledger.migrate()
-        finally:
-            await ledger.close()
-
-    try:
-        applied = asyncio.run(migrate())
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        print(f"payments: cannot migrate the ledger: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    applied = _on_ledger(settings.admin_ledger_url, "migrate", lambda ledger: ledger.migrate())
     print("\n".join(f"applied {name}" for name in applied) or "the ledger's schema is up to date")
     return 0
+
+
+@_ledger_command
+def _open(args: argparse.Namespace, settings: Settings) -> int:
+    account_id = parse_id(args.account_id, "accountId")
+
+    async def open_it(ledger: Ledger) -> Balance:
+        return await ledger.open_account(account_id, settings.opening_balance)
+
+    opened = _on_ledger(settings.ledger_url, "open the account", open_it)
+    print(json.dumps({"accountId": opened.account_id, "balance": opened.balance}))
+    return 0
+
+
+def _add_open(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``open`` subcommand: an operator's, on the ledger itself."""
+    opened = commands.add_parser(
+        "open",
+        help="open an account with the opening balance: an operator's call, in the ledger",
+        description="Open an account in the ledger (PAYMENTS_DATABASE_URL or the embedded PostgreSQL of"
+        " PAYMENTS_DATA_DIR) with PAYMENTS_OPENING_BALANCE, as the service's role; an open account"
+        " answers the balance it was opened with. With PAYMENTS_AUTO_OPEN=false this is the only way"
+        " an account opens: the public ingress has no such call.",
+    )
+    opened.add_argument("account_id", metavar="ACCOUNT")
+    opened.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
+    opened.set_defaults(command=_open)
 
 
 def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

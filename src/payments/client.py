@@ -109,10 +109,6 @@ class PaymentsClient:
         """The account's balance in cents."""
         return BalanceAnswer.model_validate_json(await self._call(_path("accounts", account_id, "balance")))
 
-    async def open_account(self, account_id: str) -> BalanceAnswer:
-        """Open the account with the opening balance (needed when accounts are not opened on first use)."""
-        return BalanceAnswer.model_validate_json(await self._call(_path("accounts", account_id, "open")))
-
     async def statement(
         self, account_id: str, *, before: int | None = None, limit: int | None = None
     ) -> StatementAnswer:

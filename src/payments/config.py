@@ -103,7 +103,7 @@ class Settings:
     opening_balance: int = 100_000
     auto_open: bool = True
     """Whether an account nobody opened is opened on first use with ``opening_balance``; when not,
-    it is 404 ``account not found`` until ``accounts/{id}/open``."""
+    it is 404 ``account not found`` until an operator opens it (``payments open``)."""
     identity_key: str = ""
     """The public key whose signature the service requires; the stack derives it from its own
     private key, so it is set for the service process and not by users."""

@@ -453,8 +453,8 @@ async def test_the_live_feed_sends_an_entry_that_commits_after_a_newer_one(
     """An entry's id is drawn at its insert: a deposit left open takes an id below a payment that
     commits first, and the feed, past that payment already, must still send the deposit's entry."""
     slow, fast = f"{unique}-slow", f"{unique}-fast"
-    await client.open_account(slow)
-    await client.open_account(fast)
+    await client.deposit(slow, 1)  # opens it
+    await client.deposit(fast, 1)
     last = await newest_entry_id(stack)
     owner = await asyncpg.connect(stack.settings.ledger_url)
     try:

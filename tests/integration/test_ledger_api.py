@@ -131,7 +131,14 @@ async def test_without_auto_open_an_account_is_opened_explicitly(
                 await call
             assert (refused.value.status, refused.value.message) == (404, "accountId: account not found")
 
-        assert (await client.open_account(account)).balance == OPENING
-        assert (await client.open_account(account)).balance == OPENING  # opening twice opens once
+        async with httpx.AsyncClient(base_url=closed_accounts.settings.ingress_url) as http:
+            public = await http.post(f"/accounts/{account}/open")
+        assert public.status_code == 404, "open is no call of the public ingress"
+        for _ in range(2):  # opening twice opens once
+            opened = payments_cli("open", account, settings=closed_accounts.settings)
+            assert (opened.returncode, json.loads(opened.stdout)) == (
+                0,
+                {"accountId": account, "balance": OPENING},
+            )
         assert (await client.make_payment(f"{unique}-p", account, 5)).outcome == "completed"
         assert (await client.balance(account)).balance == OPENING - 5

@@ -9,7 +9,6 @@ same however often Restate retries it, so the ledger records it once.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import uuid
@@ -400,19 +399,6 @@ async def balance(ctx: restate.ObjectSharedContext) -> BalanceAnswer:
     account_id = checked_key(ctx, "accountId")
 
     return await balance_step(ctx, "balance", lambda books: books.balance(account_id, opening=OPENING))
-
-
-@handler(accounts, "open")
-async def open_account(ctx: restate.ObjectContext) -> BalanceAnswer:
-    """Open the account with the opening balance; an open account answers its balance."""
-    account_id = checked_key(ctx, "accountId")
-
-    async def open_it(books: ledger.Ledger) -> ledger.Balance:
-        with contextlib.suppress(ledger.TransferConflictError):  # opened with another opening balance
-            await books.open_account(account_id, SETTINGS.opening_balance)
-        return await books.balance(account_id, opening=None)
-
-    return await balance_step(ctx, "open", open_it)
 
 
 @handler(accounts, "statement", kind="shared", input_serde=_RAW)
