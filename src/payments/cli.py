@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import pydantic
@@ -180,8 +182,7 @@ def _on_ledger(url: str, doing: str, work: Callable[[Ledger], Awaitable[T]]) -> 
 
     A failure is one line (:class:`_LedgerFailedError`), never the driver's stack.
     """
-    # asyncpg and the ledger load only for the commands that use them.
-    import asyncpg  # noqa: PLC0415
+    import asyncpg  # noqa: PLC0415 - with the ledger, which the client commands never load
 
     from payments.service.ledger import Ledger, LedgerError  # noqa: PLC0415
 
@@ -195,9 +196,20 @@ def _on_ledger(url: str, doing: str, work: Callable[[Ledger], Awaitable[T]]) -> 
     try:
         return asyncio.run(run())
     except OSError as error:
-        raise _LedgerFailedError(f"the ledger does not answer at {url}: {error}") from None
+        raise _LedgerFailedError(f"the ledger does not answer at {_without_password(url)}: {error}") from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, LedgerError) as error:
         raise _LedgerFailedError(f"the ledger refused to {doing}: {type(error).__name__}: {error}") from None
+
+
+def _without_password(url: str) -> str:
+    """``url`` as it may be shown: without a password in its user part or its query."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    query = "&".join(pair for pair in parts.query.split("&") if pair and not pair.startswith("password="))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class _LedgerFailedError(Exception):
@@ -205,12 +217,12 @@ class _LedgerFailedError(Exception):
 
 
 def _ledger_command(run: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
-    """``run``, its id argument checked first (exit 2) and a failure of the ledger one line (exit 1)."""
+    """``run``, a refused id or setting one line (exit 2), and a failure of the ledger one line (exit 1)."""
 
     def command(args: argparse.Namespace, settings: Settings) -> int:
         try:
             return run(args, settings)
-        except InvalidInputError as error:
+        except ValueError as error:  # an id outside the rules, or settings that name no administrator
             print(f"payments: {error}", file=sys.stderr)
             return 2
         except _LedgerFailedError as error:
@@ -242,7 +254,12 @@ def _open(args: argparse.Namespace, settings: Settings) -> int:
     account_id = parse_id(args.account_id, "accountId")
 
     async def open_it(ledger: Ledger) -> Balance:
-        return await ledger.open_account(account_id, settings.opening_balance)
+        from payments.service.ledger import TransferConflictError  # noqa: PLC0415
+
+        # Opened before, maybe with another opening balance: it is open, and says its balance now.
+        with contextlib.suppress(TransferConflictError):
+            await ledger.open_account(account_id, settings.opening_balance)
+        return await ledger.balance(account_id, opening=None)
 
     opened = _on_ledger(settings.ledger_url, "open the account", open_it)
     print(json.dumps({"accountId": opened.account_id, "balance": opened.balance}))
@@ -275,10 +292,15 @@ def _add_psql(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     psql.set_defaults(command=_psql)
 
 
+@_ledger_command
 def _psql(args: argparse.Namespace, settings: Settings) -> int:
     """Become the embedded psql, connected to the ledger, standard input and output untouched."""
+    url = urlsplit(settings.admin_ledger_url)
     psql = str(postgres.binary("psql"))
-    os.execv(psql, [psql, "--dbname", settings.admin_ledger_url, *args.psql_args])  # noqa: S606 - our own binary
+    # A password goes through the environment: every local user can read a process's arguments.
+    env = {**os.environ, **({"PGPASSWORD": unquote(url.password)} if url.password else {})}
+    dbname = _without_password(settings.admin_ledger_url)
+    os.execve(psql, [psql, "--dbname", dbname, *args.psql_args], env)  # noqa: S606 - our own binary
 
 
 def _add_reconcile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

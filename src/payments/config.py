@@ -20,7 +20,8 @@ PREFIX = "PAYMENTS_"
 MAX_EXPIRY_SECONDS = 366 * 24 * 3600.0
 MAX_NODES = 9
 DATABASE_USER = "payments"
-"""The embedded PostgreSQL's superuser: the administrator, who migrates the ledger and nothing else."""
+"""The embedded PostgreSQL's superuser: the administrator, which migrates the ledger and which
+``payments psql`` opens; the service and the console never connect as it."""
 DATABASE_NAME = "payments"
 SERVICE_DATABASE_USER = "payments_service"
 """The role the service writes the ledger as: it may only call the ledger's write functions and
@@ -157,6 +158,12 @@ class Settings:
             )
         if self.partitions < 1:
             raise ValueError(f"{PREFIX}PARTITIONS must be at least 1, not {self.partitions}")
+        if self.database_admin_url and not self.database_url:
+            # It would migrate, and set the embedded roles' passwords on, a server the ledger is not on.
+            raise ValueError(
+                f"{PREFIX}DATABASE_ADMIN_URL names the administrator of the server of {PREFIX}DATABASE_URL:"
+                " set both, or neither for the embedded PostgreSQL"
+            )
         if not 1 <= self.nodes <= MAX_NODES:
             raise ValueError(f"{PREFIX}NODES must be 1 to {MAX_NODES}, not {self.nodes}")
         ports = [self.service_port, self.console_port]
@@ -263,7 +270,12 @@ class Settings:
 
     @property
     def admin_ledger_url(self) -> str:
-        """Where an administrator migrates the ledger: ``database_admin_url``, else the embedded server."""
+        """Where an administrator migrates the ledger: ``database_admin_url``, else the embedded server.
+
+        Raises ValueError for a ledger of its own (``database_url``) whose administrator is not given.
+        """
+        if self.database_url and not self.database_admin_url:
+            raise ValueError(f"{PREFIX}DATABASE_ADMIN_URL is not set: this needs the ledger's administrator")
         return self.database_admin_url or self._socket_url(DATABASE_USER)
 
     def _socket_url(self, user: str) -> str:

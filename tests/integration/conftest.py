@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from payments.client import PaymentsClient
 from payments.runtime.admin import Admin
+from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase, LaunchedStack
 
 REPLAY_ON_EVERY_SUSPENSION = {"RESTATE_WORKER__INVOKER__INACTIVITY_TIMEOUT": "0s"}
@@ -48,3 +50,18 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedDatab
     """A PostgreSQL of its own, for tests of the ledger or of a service started by hand."""
     with LaunchedDatabase(Path(tmp_path_factory.mktemp("db"))) as launched:
         yield launched
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database: LaunchedDatabase) -> LaunchedDatabase:
+    """The session's PostgreSQL with the ledger's schema, as ``payments migrate`` leaves it."""
+
+    async def migrate() -> None:
+        ledger = await Ledger.connect(database.url, max_size=1)
+        try:
+            await ledger.migrate()
+        finally:
+            await ledger.close()
+
+    asyncio.run(migrate())
+    return database

@@ -21,7 +21,7 @@ from payments.config import Settings
 from payments.runtime import identity
 from payments.runtime.processes import free_port
 from payments.tools.launcher import LaunchedDatabase
-from tests.helpers import wait_for
+from tests.helpers import fresh_database, wait_for
 
 DISCOVERY = {"accept": "application/vnd.restate.endpointmanifest.v3+json"}
 
@@ -38,14 +38,14 @@ def start_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
 
 @pytest.fixture
 def service(
-    tmp_path: Path, database: LaunchedDatabase
+    tmp_path: Path, migrated_database: LaunchedDatabase
 ) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
     key = identity.ensure_private_key(tmp_path / "private.pem")
     settings = Settings(
         service_port=free_port(),
         data_dir=tmp_path,
         identity_key=identity.public_key(key),
-        database_url=database.url,
+        database_url=migrated_database.url,
     )
     process = start_service(settings, tmp_path / "service.log")
     with httpx.Client(base_url=settings.service_url, timeout=2) as http:
@@ -104,7 +104,7 @@ def test_service_stops_on_sigterm_after_serving(
     assert process.wait(timeout=10) == 0
 
 
-def test_service_exits_when_it_cannot_listen(tmp_path: Path, database: LaunchedDatabase) -> None:
+def test_service_exits_when_it_cannot_listen(tmp_path: Path, migrated_database: LaunchedDatabase) -> None:
     """A service that serves nothing must not stay alive: the supervisor restarts what exits."""
     key = identity.ensure_private_key(tmp_path / "private.pem")
     with socket.socket() as taken:
@@ -115,7 +115,7 @@ def test_service_exits_when_it_cannot_listen(tmp_path: Path, database: LaunchedD
             service_port=port,
             data_dir=tmp_path,
             identity_key=identity.public_key(key),
-            database_url=database.url,
+            database_url=migrated_database.url,
         )
         process = start_service(settings, tmp_path / "service.log")
         assert process.wait(timeout=30) != 0
@@ -138,3 +138,24 @@ def test_service_that_cannot_reach_the_ledger_exits_saying_so_in_a_line(tmp_path
     assert "cannot reach the ledger (ConnectionRefusedError:" in log, log
     assert "Traceback" not in log
     assert "a-secret" not in log
+
+
+@pytest.mark.anyio
+async def test_service_on_a_ledger_not_yet_migrated_exits_saying_so_in_a_line(
+    tmp_path: Path, database: LaunchedDatabase
+) -> None:
+    """The service's role may not migrate: it names what is missing and who must run it."""
+    key = identity.ensure_private_key(tmp_path / "private.pem")
+    settings = Settings(
+        service_port=free_port(),
+        data_dir=tmp_path,
+        identity_key=identity.public_key(key),
+        database_url=await fresh_database(database.url),
+    )
+    process = start_service(settings, tmp_path / "service.log")
+
+    assert process.wait(timeout=30) == 1
+    log = (tmp_path / "service.log").read_text()
+    assert "lacks the migrations 0001_ledger" in log, log
+    assert "payments migrate" in log
+    assert "Traceback" not in log

@@ -80,7 +80,22 @@ async def test_real_traffic_is_clean(books: Books) -> None:
     assert await problems(books) == set()
 
 
+OTHER_SHARD: Final = (
+    "(SELECT CASE WHEN credit_account = '@payments:0' THEN '@payments:1' ELSE '@payments:0' END"
+    " FROM ledger_transfers WHERE id = 'payment:refunded')"
+)
 FORGERIES: Final = [
+    pytest.param(
+        [
+            (
+                f"UPDATE ledger_entries SET account_id = {OTHER_SHARD}"
+                " WHERE transfer_id = 'refund:payment:refunded' AND account_id LIKE '@payments:%'"
+            ),
+            f"UPDATE ledger_transfers SET debit_account = {OTHER_SHARD} WHERE id = 'refund:payment:refunded'",
+        ],
+        "refund-mismatch",
+        id="refund-from-another-payments-shard",
+    ),
     pytest.param(
         ["SELECT ledger_post('open2:a', 'opening', 'a', '@openings', 500000, NULL, NULL, 0)"],
         "transfer-shape",

@@ -317,3 +317,12 @@ def test_the_console_answers_to_its_host_loopback_names_and_those_given() -> Non
         "console.example.com",
         "ops.internal",
     )
+
+
+def test_an_administrator_is_of_the_ledger_of_its_own_database_url() -> None:
+    """An admin URL alone would migrate, and set the embedded roles' passwords on, another server."""
+    with pytest.raises(ValueError, match="DATABASE_ADMIN_URL"):
+        Settings.from_env({"PAYMENTS_DATABASE_ADMIN_URL": "postgresql://admin@db.example/ledger"})
+    elsewhere = Settings(database_url="postgresql://payments_service@db.example/ledger")
+    with pytest.raises(ValueError, match="DATABASE_ADMIN_URL is not set"):
+        _ = elsewhere.admin_ledger_url

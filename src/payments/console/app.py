@@ -254,7 +254,11 @@ async def run_reconcile(request: Request) -> Response:
             last.result = await reconcile(console.settings, console.settings.console_ledger_url)
             last.error = None
         except CannotReconcileError as error:
-            last.result, last.error = None, str(error)
+            LOG.warning("reconcile: %s", error)  # the driver's words stay in the log, as on a 503 page
+            last.result, last.error = (
+                None,
+                "the ledger or Restate could not be read; the console's log says why",
+            )
         last.at = datetime.now(UTC)
         last.seconds = time.monotonic() - started
     return RedirectResponse("/#reconcile", status_code=303)

@@ -18,6 +18,7 @@ import pwd
 import secrets
 import shutil
 import stat
+import string
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -308,19 +309,24 @@ async def set_role_passwords(settings: Settings) -> None:
     """
     try:
         connection = await asyncpg.connect(settings.admin_ledger_url)
+        try:
+            # A failed statement must not take its password into the server's log.
+            await connection.execute("SET log_min_error_statement = panic; SET log_statement = none")
+            for role in DATABASE_ROLES:
+                if role != DATABASE_USER:
+                    await connection.execute(f"ALTER ROLE {role} PASSWORD '{_password(settings, role)}'")
+        finally:
+            await connection.close()
     except (OSError, asyncpg.PostgresError) as error:
-        raise DatabaseError(
-            f"cannot set the ledger roles' passwords: {type(error).__name__}: {error}"
-        ) from None
-    try:
-        for role in DATABASE_ROLES:
-            if role != DATABASE_USER:
-                password = settings.passfile(role).read_text().strip().rsplit(":", 1)[1]
-                # ALTER ROLE takes no parameters; the password's alphabet is token_urlsafe's.
-                assert password.replace("-", "").replace("_", "").isalnum(), "a password of our own"
-                await connection.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
-    finally:
-        await connection.close()
+        raise DatabaseError(f"cannot set the ledger roles' passwords: {type(error).__name__}") from None
+
+
+def _password(settings: Settings, role: str) -> str:
+    """``role``'s password from its passfile, checked to be one of ours: ALTER ROLE takes no parameter."""
+    password = settings.passfile(role).read_text().strip().rsplit(":", 1)[1]
+    if not password or password.strip(string.ascii_letters + string.digits + "-_"):
+        raise DatabaseError(f"{settings.passfile(role)} holds a password that payments up did not write")
+    return password
 
 
 def _owned_directory(path: Path, user: ServerUser) -> None:

@@ -326,14 +326,16 @@ LEDGER_CHECKS: Final = (
         "refund-mismatch",
         """
         SELECT r.id, format(
-            'refunds %s cents to %s for payment %s, but %s is %s',
-            r.amount, r.credit_account, r.payment_id, r.refund_of,
-            coalesce(format('a %s %s of %s cents from %s for payment %s',
-                d.status, d.kind, d.amount, d.debit_account, d.payment_id), 'not in the ledger'))
+            'refunds %s cents from %s to %s for payment %s, but %s is %s',
+            r.amount, r.debit_account, r.credit_account, r.payment_id, r.refund_of,
+            coalesce(format('a %s %s of %s cents from %s to %s for payment %s',
+                d.status, d.kind, d.amount, d.debit_account, d.credit_account, d.payment_id),
+                'not in the ledger'))
         FROM ledger_transfers r LEFT JOIN ledger_transfers d ON d.id = r.refund_of
         WHERE r.kind = 'refund' AND (
             d.id IS NULL OR d.kind <> 'payment' OR d.status <> 'posted' OR d.amount <> r.amount
-            OR d.debit_account <> r.credit_account OR d.payment_id IS DISTINCT FROM r.payment_id)
+            OR d.debit_account <> r.credit_account OR d.credit_account <> r.debit_account
+            OR d.payment_id IS DISTINCT FROM r.payment_id)
         """,
     ),
     _LedgerCheck(

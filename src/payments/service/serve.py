@@ -77,8 +77,12 @@ async def ledger_opened(settings: Settings) -> AsyncIterator[None]:
     """
     try:
         opened = await ledger.Ledger.connect(settings.ledger_url)
-        missing = await opened.missing_migrations()
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise LedgerUnreachableError(f"{type(error).__name__}: {error}") from error
+    try:
+        missing = await opened.missing_migrations()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ledger.LedgerError) as error:
+        await opened.close()
         raise LedgerUnreachableError(f"{type(error).__name__}: {error}") from error
     if missing:
         await opened.close()

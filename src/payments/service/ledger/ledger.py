@@ -130,7 +130,10 @@ class Ledger:
 
     async def missing_migrations(self) -> list[str]:
         """The names of the shipped migrations that the database has not applied."""
-        applied = {row["version"] for row in await self._fetch(APPLIED)}
+        try:
+            applied = {row["version"] for row in await self._pool.fetch(APPLIED)}
+        except asyncpg.UndefinedTableError:  # never migrated
+            applied = set()
         return [name for version, name, _ in migrations() if version not in applied]
 
     async def _call(self, query: str, *args: object) -> asyncpg.Record:

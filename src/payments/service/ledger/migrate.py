@@ -2,8 +2,9 @@
 
 ``migrations/NNNN_name.sql`` is applied in a transaction of its own and recorded in
 ``schema_migrations`` in that same transaction, so a file is either wholly applied and recorded or
-not at all. Each transaction first takes a transaction-scoped advisory lock: service processes that
-start together apply each file once, one after the other.
+not at all. Each transaction first takes a transaction-scoped advisory lock: two migrations run at
+once (two `payments migrate`, or stacks sharing a server) apply each file once, one after the other.
+An administrator runs them (``payments migrate``); the service's role may not.
 
 Hand-written rather than yoyo or alembic: both drive the database through a second, synchronous
 driver (psycopg or SQLAlchemy), a dependency and a connection setup of their own beside asyncpg,

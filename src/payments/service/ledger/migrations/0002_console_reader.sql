@@ -1,11 +1,10 @@
 -- The operator console's view of the ledger: a role that can read the ledger's tables and nothing
 -- else, and an index for its charts of recent transfers.
 --
--- payments_console logs in without a password through the embedded server's socket (which trusts
--- local users); for a server of its own an operator gives it a password, or creates it beforehand
--- when the service's role may not create roles (docs/deployment.md). A role made here is read-only
--- by default in every transaction too, on top of having no right to write. A service whose role
--- cannot create it still migrates (with a warning): the console is optional, payments are not.
+-- payments_console logs in with a password (`payments up` sets the embedded server's; on a server
+-- of your own an operator does: docs/deployment.md). A role made here is read-only by default in
+-- every transaction too, on top of having no right to write. A migrator that cannot create it goes
+-- on with a warning here (migration 0005 then needs one that can create roles).
 
 DO $$
 BEGIN

@@ -45,18 +45,35 @@ BEGIN
         ('ledger_refund(text, text)')
     LOOP
         EXECUTE format(
-            'ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', f, current_schema());
+            'ALTER FUNCTION %s SECURITY DEFINER SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO payments_service', f);
     END LOOP;
 END
 $$;
 
+-- The REVOKEs above are only warnings for an administrator who owns neither the schema nor the
+-- database: a service that may create objects next to the ledger's could shadow a function the
+-- owner's functions call, so the migration stops rather than leave that open.
+DO $$
+BEGIN
+    IF has_schema_privilege('payments_service', current_schema(), 'CREATE')
+        OR has_database_privilege('payments_service', current_database(), 'CREATE, TEMPORARY')
+    THEN
+        RAISE EXCEPTION 'payments_service may still create objects in schema % or database %: revoke'
+            ' CREATE and TEMPORARY from PUBLIC as their owner, then migrate again',
+            current_schema(), current_database();
+    END IF;
+END
+$$;
+
 GRANT SELECT ON ledger_accounts, ledger_transfers, ledger_entries, schema_migrations TO payments_service;
--- Reconcile asks it, as either role (the console's exists unless migration 0002 could not make it).
+-- Reconcile asks ledger_transfer_fits, as either role (the console's exists unless 0002 could not make it).
 GRANT EXECUTE ON FUNCTION ledger_transfer_fits(text, text, text, text) TO payments_service;
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments_console') THEN
+        -- Again, for a console role an administrator made after migration 0002.
+        GRANT SELECT ON ledger_accounts, ledger_transfers, ledger_entries TO payments_console;
         GRANT EXECUTE ON FUNCTION ledger_transfer_fits(text, text, text, text) TO payments_console;
     END IF;
 END
