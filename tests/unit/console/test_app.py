@@ -3,7 +3,9 @@ POSTs it takes."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
 import httpx
 import pytest
@@ -13,9 +15,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from payments.console.app import Lifecycle, SameOrigin, _unavailable, lifecycles
-from payments.console.books import PaymentTransfer
+from payments.config import Settings
+from payments.console import app as app_module
+from payments.console.app import Console, Lifecycle, SameOrigin, _unavailable, lifecycles, run_reconcile
+from payments.console.books import Books, PaymentTransfer
 from payments.console.formats import moment, money
+from payments.console.restate import RestateView
+from payments.runtime.reconcile import Reconciliation
 
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -152,3 +158,36 @@ async def test_an_unavailable_page_keeps_the_drivers_words_in_the_log() -> None:
     assert "cannot be read right now" in response.text
     assert "secret" not in response.text
     assert "payments_console" not in response.text
+
+
+@pytest.mark.anyio
+async def test_reconciles_asked_for_during_a_run_take_its_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifty clicks while a reconciliation runs cost that one run, not fifty."""
+    runs = 0
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_reconcile(*_: object) -> Reconciliation:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+        return Reconciliation(problems=(), accounts=0, transfers=0, payment_ids=0, in_flight=0)
+
+    monkeypatch.setattr(app_module, "reconcile", slow_reconcile)
+    app = Starlette(routes=[Route("/reconcile", run_reconcile, methods=["POST"])])
+    app.state.console = Console(Settings(), cast("Books", None), cast("RestateView", None), asyncio.Event())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        clicks = [asyncio.create_task(client.post("/reconcile")) for _ in range(50)]
+        await started.wait()
+        lock = app.state.console.last_reconcile.running
+        for _ in range(10_000):  # until the other 49 wait for the run
+            if len(lock._waiters or ()) == 49:
+                break
+            await asyncio.sleep(0)
+        release.set()
+        answers = await asyncio.gather(*clicks)
+
+    assert runs == 1
+    assert {answer.status_code for answer in answers} == {303}
+    assert app.state.console.last_reconcile.result is not None
