@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +21,7 @@ from payments.client import PaymentsClient
 from payments.config import Settings
 from payments.console.restate import literal
 from payments.runtime.admin import Admin
+from payments.service.ledger import Ledger
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -130,3 +131,15 @@ async def fresh_database(admin_url: str) -> str:
     finally:
         await connection.close()
     return on_database(admin_url, name)
+
+
+async def fresh_ledger(admin_url: str, traffic: Callable[[Ledger], Awaitable[object]]) -> str:
+    """A new database on ``admin_url``'s server, migrated, after ``traffic`` through the ledger: its URL."""
+    url = await fresh_database(admin_url)
+    ledger = await Ledger.connect(url, max_size=1)
+    try:
+        await ledger.migrate()
+        await traffic(ledger)
+    finally:
+        await ledger.close()
+    return url

@@ -161,15 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("payment_id", metavar="ID")
     history.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
     history.set_defaults(command=_history)
-    migrate = commands.add_parser(
-        "migrate",
-        help="bring the ledger's schema up to date, as its administrator",
-        description="Apply the ledger's migrations that its database lacks, connected as an administrator"
-        " (PAYMENTS_DATABASE_ADMIN_URL, else the superuser of the embedded PostgreSQL of"
-        " PAYMENTS_DATA_DIR). `payments up` runs it before it starts the service, which may not.",
-    )
-    migrate.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
-    migrate.set_defaults(command=_migrate)
+    _add_migrate(commands)
     _add_chaos(commands)
     _add_bench(commands)
     _add_psql(commands)
@@ -264,6 +256,19 @@ def _open(args: argparse.Namespace, settings: Settings) -> int:
     opened = _on_ledger(settings.ledger_url, "open the account", open_it)
     print(json.dumps({"accountId": opened.account_id, "balance": opened.balance}))
     return 0
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``migrate`` subcommand: an administrator's, on the ledger itself."""
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the ledger's schema up to date, as its administrator",
+        description="Apply the ledger's migrations that its database lacks, connected as an administrator"
+        " (PAYMENTS_DATABASE_ADMIN_URL, else the superuser of the embedded PostgreSQL of"
+        " PAYMENTS_DATA_DIR). `payments up` runs it before it starts the service, which may not.",
+    )
+    migrate.add_argument("--data-dir", type=Path, help="the stack's data directory (PAYMENTS_DATA_DIR)")
+    migrate.set_defaults(command=_migrate)
 
 
 def _add_open(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

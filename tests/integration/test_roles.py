@@ -13,9 +13,8 @@ import asyncpg
 import pytest
 
 from payments.config import CONSOLE_DATABASE_USER, SERVICE_DATABASE_USER
-from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase, LaunchedStack
-from tests.helpers import fresh_database
+from tests.helpers import fresh_ledger
 
 pytestmark = pytest.mark.anyio
 ROLES: Final = [SERVICE_DATABASE_USER, CONSOLE_DATABASE_USER]
@@ -30,14 +29,9 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def ledger_url(database: LaunchedDatabase) -> str:
     """A migrated ledger with one account in it, as its administrator."""
-    url = await fresh_database(database.url)
-    ledger = await Ledger.connect(url, max_size=1)
-    try:
-        await ledger.migrate()
-        await ledger.deposit("deposit:1", "a", 100, opening=1_000)
-    finally:
-        await ledger.close()
-    return url
+    return await fresh_ledger(
+        database.url, lambda ledger: ledger.deposit("deposit:1", "a", 100, opening=1_000)
+    )
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from payments.runtime.reconcile import read_ledger
 from payments.service.ledger import Ledger
 from payments.tools.launcher import LaunchedDatabase
-from tests.helpers import fresh_database
+from tests.helpers import fresh_ledger
 
 pytestmark = pytest.mark.anyio
 WINDOW_SECONDS: Final = 0.001
@@ -34,19 +34,16 @@ class Books:
 
 @pytest.fixture
 async def books(database: LaunchedDatabase) -> Books:
-    url = await fresh_database(database.url)
-    ledger = await Ledger.connect(url, max_size=1)
-    try:
-        await ledger.migrate()
+
+    async def traffic(ledger: Ledger) -> None:
         await ledger.deposit("deposit:1", "a", 500, opening=1_000)
         await ledger.withdraw("payment:refunded", "a", 300, "p-refunded", opening=None)
         await ledger.withdraw("payment:paid", "a", 200, "p-paid", opening=None)
         await ledger.refund("refund:payment:refunded", "payment:refunded")
         await ledger.deposit("deposit:2", "a", 40, opening=None)
         await ledger.open_account("b", 1_000)
-    finally:
-        await ledger.close()
-    return Books(url)
+
+    return Books(await fresh_ledger(database.url, traffic))
 
 
 async def problems(books: Books) -> set[str]:

@@ -253,6 +253,15 @@ class RestateEffects:
         return lifecycle
 
 
+def stored_state_refused(why: str) -> restate.TerminalError:
+    """The 500 for a stored payment this service never writes (an operator's edit, a bug)."""
+    return rejection(
+        f"paymentId: the state Restate stores for this id {why}; an operator must repair or clear it"
+        " (README, Stuck invocations)",
+        500,
+    )
+
+
 async def load_payment(ctx: AnyObjectContext) -> Payment:
     """The stored payment of this id; NEW when nothing is stored.
 
@@ -271,11 +280,7 @@ async def load_payment(ctx: AnyObjectContext) -> Payment:
             stored.get("debit_id"),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise rejection(
-            f"paymentId: the state Restate stores for this id cannot be read ({error!r}); an operator"
-            " must repair or clear it (README, Stuck invocations)",
-            500,
-        ) from None
+        raise stored_state_refused(f"cannot be read ({error!r})") from None
 
 
 def store_payment(ctx: restate.ObjectContext, payment: Payment) -> None:
@@ -304,11 +309,7 @@ async def apply(
     """
     payment = await load_payment(ctx)
     if payment.flaw is not None:
-        raise rejection(
-            f"paymentId: Restate stores this id {payment.flaw}, which no call leaves; an operator must"
-            " repair or clear it (README, Stuck invocations)",
-            500,
-        )
+        raise stored_state_refused(f"is {payment.flaw}, which no call leaves")
     event = event_for(payment)
     transition = await state_machine.advance(payment, event, RestateEffects(ctx, SETTINGS), charge)
     if transition.outcome is Outcome.CONFLICT:
@@ -352,18 +353,6 @@ async def expire_token(ctx: restate.ObjectContext, lifecycle: str | None) -> Non
 # -- accounts --------------------------------------------------------------------------------------
 
 
-async def balance_step(
-    ctx: AnyObjectContext, name: str, call: Callable[[ledger.Ledger], Awaitable[ledger.Balance]]
-) -> BalanceAnswer:
-    """Balance and open: one ledger call that ends in a balance, as one durable step."""
-
-    async def step() -> dict[str, Any]:
-        return (await call(the_ledger())).to_json()
-
-    read = ledger.Balance.from_json(await journaled(ctx, name, step))
-    return BalanceAnswer(accountId=read.account_id, balance=read.balance)
-
-
 @handler(accounts, "deposit", input_serde=_RAW)
 async def deposit(ctx: restate.ObjectContext, body: bytes) -> DepositAnswer:
     """Add funds: once per call, or once per idempotency key (Restate's header), for ever."""
@@ -398,7 +387,11 @@ async def balance(ctx: restate.ObjectSharedContext) -> BalanceAnswer:
     """The current balance in cents, read-only; an account nobody opened holds the opening balance."""
     account_id = checked_key(ctx, "accountId")
 
-    return await balance_step(ctx, "balance", lambda books: books.balance(account_id, opening=OPENING))
+    async def read() -> dict[str, Any]:
+        return (await the_ledger().balance(account_id, opening=OPENING)).to_json()
+
+    found = ledger.Balance.from_json(await journaled(ctx, "balance", read))
+    return BalanceAnswer(accountId=found.account_id, balance=found.balance)
 
 
 @handler(accounts, "statement", kind="shared", input_serde=_RAW)
